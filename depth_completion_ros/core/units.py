@@ -50,14 +50,16 @@ def metres_to_millimetres_u16(depth: np.ndarray) -> np.ndarray:
 
 
 def depth_to_rep118(depth: np.ndarray) -> np.ndarray:
-    """Core depth (0 = missing) -> REP 118 float32 (NaN = missing)."""
-    out = np.asarray(depth, dtype=np.float32).copy()
-    out[~(out > 0)] = np.nan
-    return out
+    """Core depth (0 = missing) -> REP 118 float32 (NaN = missing; inf and negatives also become NaN)."""
+    d = np.asarray(depth, dtype=np.float32)
+    # np.where avoids a slow boolean-mask scatter; the comparisons are False for NaN.
+    return np.where((d > 0) & (d < np.inf), d, np.float32(np.nan)).astype(np.float32, copy=False)
 
 
 def rep118_to_depth(depth: np.ndarray) -> np.ndarray:
     """REP 118 float32 (NaN/inf/<=0 = missing) -> core depth (0 = missing), float32."""
-    out = np.asarray(depth, dtype=np.float32).copy()
-    out[~np.isfinite(out) | (out <= 0)] = 0.0
+    d = np.asarray(depth, dtype=np.float32)
+    # fmax drops NaN and negatives (NaN vs 0 -> 0); +inf is the one remaining invalid value.
+    out = np.fmax(d, np.float32(0.0))
+    out[out == np.inf] = 0.0
     return out
