@@ -1,0 +1,251 @@
+"""Benchmark of the weight-free default completer against IP-Basic (fill_in_fast) and nearest fill.
+
+Prints per-stage timings at KITTI size (1242×375), then RMSE / MAE (mm), iRMSE / iMAE (1/km), time (median
+ms) and confidence AUSE / top-50 % RMSE ratio on: both shared KITTI frames, KITTI with 32 and 16 of
+the 64 beams (real velodyne_raw pixels, beams from raw/lidar_data.bin), and the TUM frame subsampled (spot
+grid, 1 % / 5 % random, structured-light holes).  Learned model (random weights) timings when core/model.py is present.
+
+    .venv/bin/python benchmarks/bench_completion.py [--json out.json] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from depth_completion_ros.core.affinity import rgb_affinity_numpy
+from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
+from depth_completion_ros.core.confidence import default_confidence
+from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill
+from depth_completion_ros.core.metrics import compute_metrics, sparsification
+from depth_completion_ros.core.units import KITTI_PNG_SCALE, TUM_PNG_SCALE
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _rgb(p):
+    return cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _png(p, scale):
+    return cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(np.float32) / np.float32(scale)
+
+
+def kitti(cam):
+    dc = DATA / "kitti_dc_frame" / "depth_completion"
+    rgb = _rgb(dc / "test_image.png") if cam == 2 else _rgb(DATA / "kitti_dc_frame/raw/sync_rect/cam_03.png")
+    return (
+        rgb,
+        _png(dc / f"velodyne_raw_image_0{cam}.png", KITTI_PNG_SCALE),
+        _png(dc / f"groundtruth_image_0{cam}.png", KITTI_PNG_SCALE),
+    )
+
+
+def _calib(path):
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, val = line.partition(":")
+        with contextlib.suppress(ValueError):
+            out[key.strip()] = np.array([float(x) for x in val.split()])
+    return out
+
+
+def kitti_beams(cam, keep):
+    """velodyne_raw_image_0{cam} keeping every `keep`-th of the 64 beams (a real sparser-LiDAR input).
+
+    Each pixel of the real sparse map gets the beam (ring, ranked by elevation) of the nearest raw point of
+    raw/lidar_data.bin projected with the full-size calibration; rings are split at azimuth wraps and
+    segments of one laser (same elevation) merged.
+    """
+    raw = DATA / "kitti_dc_frame" / "raw"
+    p = np.fromfile(raw / "lidar_data.bin", np.float32).reshape(-1, 4)[:, :3].astype(np.float64)
+    az = np.arctan2(p[:, 1], p[:, 0])
+    seg = np.concatenate([[0], np.cumsum(np.abs(np.diff(az)) > 1.0)])  # a new segment at each azimuth wrap
+    el = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
+    med = np.array([np.median(el[seg == r]) for r in range(seg.max() + 1)])
+    ring_of_seg = np.empty(len(med), int)
+    ring, last = -1, None
+    for sidx in np.argsort(-med):
+        if last is None or abs(med[sidx] - last) > np.radians(0.05):
+            ring += 1
+        ring_of_seg[sidx], last = ring, med[sidx]
+    rings = ring_of_seg[seg]
+    c2c, v2c = _calib(raw / "calib_cam_to_cam.txt"), _calib(raw / "calib_velo_to_cam.txt")
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = v2c["R"].reshape(3, 3), v2c["T"]
+    R0 = np.eye(4)
+    R0[:3, :3] = c2c["R_rect_00"].reshape(3, 3)
+    X = (c2c[f"P_rect_0{cam}"].reshape(3, 4) @ R0 @ T @ np.c_[p, np.ones(len(p))].T).T
+    rgb, sp, gt = kitti(cam)
+    h, w = gt.shape
+    z = X[:, 2]
+    m = z > 0.1
+    u, v, rg = np.round(X[m, 0] / z[m]).astype(int), np.round(X[m, 1] / z[m]).astype(int), rings[m]
+    ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    lab = np.full((h, w), -1, int)
+    lab[v[ok], u[ok]] = rg[ok]
+    has = lab >= 0
+    _, nearest = cv2.distanceTransformWithLabels(
+        (~has).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    ring_img = np.concatenate([[-1], lab[has]])[nearest]
+    keep_px = (sp > 0) & (ring_img >= 0) & (ring_img % keep == 0)
+    return rgb, np.where(keep_px, sp, 0).astype(np.float32), gt
+
+
+def tum_cases():
+    d = DATA / "tum_rgbd_frame"
+    rgb, gt = _rgb(d / "TUM_color.png"), _png(d / "TUM_depth.png", TUM_PNG_SCALE)
+    r = np.random.default_rng(0)
+    out = {}
+    g = np.zeros_like(gt)
+    g[4::12, 4::12] = gt[4::12, 4::12]
+    out["tum_spotgrid12"] = (rgb, g, gt)
+    for frac in (0.01, 0.05):
+        out[f"tum_random{int(frac * 100)}pct"] = (
+            rgb,
+            np.where(r.random(gt.shape) < frac, gt, 0).astype(np.float32),
+            gt,
+        )
+    blobs = cv2.GaussianBlur(r.random(gt.shape).astype(np.float32), (0, 0), 6)
+    out["tum_holes30pct"] = (rgb, np.where(blobs < np.percentile(blobs, 70), gt, 0).astype(np.float32), gt)
+    return out
+
+
+def median_ms(fn, repeats):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        res = fn()
+        ts.append((time.perf_counter() - t) * 1000)
+    return res, float(np.median(ts)), float(np.percentile(ts, 75) - np.percentile(ts, 25))
+
+
+def stage_times(rgb, sp, repeats):
+    from depth_completion_ros.core.propagation import cspn_propagate
+
+    cfg = CompleterConfig()
+    out = {}
+    fr, out["fill (stats+outliers+nearest+blur)"], _ = median_ms(
+        lambda: classical_fill_detailed(sp, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur), repeats
+    )
+    w, out["affinity (normalized)"], _ = median_ms(
+        lambda: rgb_affinity_numpy(rgb, sigma_scale=cfg.colour_sigma_scale, anchor=cfg.anchor), repeats
+    )
+    wt = torch.from_numpy(w)[None]
+    h0, s = torch.from_numpy(fr.depth)[None, None], torch.from_numpy(fr.anchors)[None, None]
+    with torch.inference_mode():
+        prop, out["propagation"], _ = median_ms(
+            lambda: cspn_propagate(h0, wt, iterations=cfg.iterations, sparse=s, normalized=True), repeats
+        )
+    d = prop[0, 0].numpy()
+    _, out["confidence"], _ = median_ms(
+        lambda: default_confidence(d, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
+    )
+    comp = DepthCompleter(cfg)
+    _, out["complete_total"], _ = median_ms(lambda: comp.complete(rgb, sp), repeats)
+    _, out["ip_basic_baseline"], _ = median_ms(lambda: ip_basic_fill(sp), repeats)
+    out["ratio_total_vs_ip_basic"] = out["complete_total"] / out["ip_basic_baseline"]
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        try:
+            learned = DepthCompleter(CompleterConfig(method="cspn", allow_random_weights=True, device=dev))
+        except ImportError as exc:
+            out[f"learned_random_{dev}"] = f"unavailable: {exc}"
+            continue
+
+        def run(learned=learned, dev=dev):
+            r = learned.complete(rgb, sp)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            return r
+
+        _, out[f"learned_random_{dev}"], _ = median_ms(run, max(1, repeats // 2))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cases = {
+        "kitti_02": kitti(2),
+        "kitti_03": kitti(3),
+        "kitti_32beam": kitti_beams(2, 2),
+        "kitti_16beam": kitti_beams(2, 4),
+        **tum_cases(),
+    }
+    rgb, sp, _ = cases["kitti_02"]
+    stages = stage_times(rgb, sp, args.repeats)
+    print(f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print("\nstage timings at 1242x375 (median ms)")
+    for k, v in stages.items():
+        print(f"  {k:28s} {v:.2f}" if isinstance(v, float) else f"  {k:28s} {v}")
+    comp = DepthCompleter()
+    methods = {"ip_basic": ip_basic_fill, "nearest": nearest_fill}
+    rows = []
+    print(
+        f"\n{'case':18s} {'method':9s} {'RMSE mm':>9s} {'MAE mm':>8s} {'iRMSE':>7s} {'iMAE':>6s} {'ms':>7s} "
+        f"{'AUSE mm':>8s} {'top50':>6s}"
+    )
+    for name, (rgb, sp, gt) in cases.items():
+        res = {}
+        for mname, fn in methods.items():
+            pred, ms, _ = median_ms(lambda fn=fn, sp=sp: fn(sp), args.repeats)
+            res[mname] = (compute_metrics(pred, gt), ms, None)
+        (pred, conf), ms, _ = median_ms(lambda rgb=rgb, sp=sp: comp.complete(rgb, sp), args.repeats)
+        res["default"] = (compute_metrics(pred, gt), ms, sparsification(pred, gt, conf))
+        for mname, (m, ms, spars) in res.items():
+            ause = f"{spars['ause_mm']:8.1f} {spars['rmse_ratio_top50']:6.3f}" if spars else f"{'':8s} {'':6s}"
+            print(
+                f"{name:18s} {mname:9s} {m.rmse_mm:9.1f} {m.mae_mm:8.1f} {m.irmse_per_km:7.2f} "
+                f"{m.imae_per_km:6.2f} {ms:7.1f} {ause}"
+            )
+            rows.append(
+                {
+                    "case": name,
+                    "method": mname,
+                    **m.as_dict(),
+                    "median_ms": ms,
+                    **(
+                        {
+                            "ause_mm": spars["ause_mm"],
+                            "rmse_ratio_top50": spars["rmse_ratio_top50"],
+                            "sparsification_rmse_mm": spars["rmse_mm"],
+                        }
+                        if spars
+                        else {}
+                    ),
+                }
+            )
+        best = min(res["ip_basic"][0].rmse_mm, res["nearest"][0].rmse_mm)
+        best_mae = min(res["ip_basic"][0].mae_mm, res["nearest"][0].mae_mm)
+        d = res["default"][0]
+        print(f"{'':18s} default beats both: RMSE {d.rmse_mm < best}, MAE {d.mae_mm < best_mae}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "stages_ms": stages,
+                    "results": rows,
+                    "torch_threads": torch.get_num_threads(),
+                    "repeats": args.repeats,
+                },
+                indent=1,
+            )
+        )
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

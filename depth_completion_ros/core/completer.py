@@ -1,0 +1,203 @@
+"""One completion API: `DepthCompleter(config).complete(rgb, sparse_depth) -> (depth, confidence)`.
+
+Methods: "default" (weight-free: classical fill + RGB-affinity CSPN, CPU) and "cspn" (the learned model
+from a safetensors checkpoint).  The device is chosen once, at construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .affinity import rgb_affinity_numpy
+from .confidence import default_confidence
+from .errors import CheckpointError, DataError, ShapeError
+from .fill import classical_fill_detailed
+
+__all__ = ["CompleterConfig", "DepthCompleter"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleterConfig:
+    """Configuration of `DepthCompleter`.
+
+    Attributes:
+        method: "default" (weight-free) or "cspn" (learned, needs `checkpoint`).
+        checkpoint: safetensors checkpoint for "cspn".
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        iterations: CSPN iterations (default method; the learned model uses its own unless set > 0).
+        max_depth: output clipped to (0, max_depth] metres.
+        colour_sigma_scale: affinity colour-kernel width, in units of the image's median colour step.
+        anchor: weight of the initial fill in the propagation (affinities normalised by sum + anchor).
+        outlier_tolerance: relative tolerance of the outlier rejection (sparse inputs only); 0 = off.
+        fill_blur: gaussian sigma of the initial fill, in units of the measurement spacing.
+        allow_random_weights: "cspn" without checkpoint uses random weights (benchmarks only).
+        num_threads: torch CPU threads (0 = leave torch's setting).
+    """
+
+    method: str = "default"
+    checkpoint: str | Path | None = None
+    device: str = "auto"
+    iterations: int = 4
+    max_depth: float = 1000.0
+    colour_sigma_scale: float = 1.0
+    anchor: float = 0.5
+    outlier_tolerance: float = 0.1
+    fill_blur: float = 0.15
+    allow_random_weights: bool = False
+    num_threads: int = 0
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError("device 'cuda' requested but CUDA is not available")
+        return torch.device("cuda")
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
+class DepthCompleter:
+    """Dense depth + confidence from RGB + sparse depth."""
+
+    def __init__(self, config: CompleterConfig | None = None) -> None:
+        """Build the completer; loads the checkpoint for method "cspn".
+
+        Raises:
+            CheckpointError: "cspn" without a usable checkpoint (and not `allow_random_weights`).
+            ValueError: unknown method or device.
+        """
+        self.config = config or CompleterConfig()
+        cfg = self.config
+        if cfg.method not in ("default", "cspn"):
+            raise ValueError(f"method must be 'default' or 'cspn', got {cfg.method!r}")
+        if cfg.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {cfg.iterations}")
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self._device = _resolve_device(cfg.device) if cfg.method == "cspn" else torch.device("cpu")
+        self._model: Any = None
+        self._model_name = "ip-basic-family fill + rgb-affinity cspn (weight-free)"
+        if cfg.method == "cspn":
+            self._load_model()
+
+    def _load_model(self) -> None:
+        cfg = self.config
+        if cfg.checkpoint is None:
+            if not cfg.allow_random_weights:
+                raise CheckpointError("method 'cspn' needs a checkpoint (--checkpoint CKPT.safetensors)")
+            from .model import CSPNModelConfig, CSPNNet
+
+            self._model = CSPNNet(CSPNModelConfig())
+            self._model_name = "cspn (random weights)"
+        else:
+            path = Path(cfg.checkpoint)
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint not found: {path}")
+            from .checkpoint import load_checkpoint
+
+            try:
+                model, _, meta = load_checkpoint(path, map_location=self._device)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # any unreadable file becomes one clear error
+                raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
+            self._model = model
+            name = meta.get("name") if isinstance(meta, dict) else None
+            self._model_name = f"cspn ({name or path.name})"
+        self._model = self._model.to(self._device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Device the completer runs on (the default method always runs on the CPU)."""
+        return self._device
+
+    @property
+    def method(self) -> str:
+        """ "default" or "cspn"."""
+        return self.config.method
+
+    @property
+    def model_name(self) -> str:
+        """Human-readable name of the model / algorithm."""
+        return self._model_name
+
+    def complete(self, rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Complete `sparse_depth` guided by `rgb`.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB.
+            sparse_depth: (H, W) float32 metres along the optical axis, 0 = missing (NaN/inf = missing).
+
+        Returns:
+            depth (H, W) float32 metres (> 0), confidence (H, W) float32 in [0, 1].
+
+        Raises:
+            ShapeError: wrong shapes / dtypes or sizes that differ.
+            DataError: no valid measurement in `sparse_depth`.
+        """
+        rgb_a, sparse = _validate(rgb, sparse_depth)
+        if self.config.method == "cspn":
+            return self._complete_cspn(rgb_a, sparse)
+        return self._complete_default(rgb_a, sparse)
+
+    def _complete_default(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        fr = classical_fill_detailed(sparse, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur)
+        initial = fr.depth
+        depth = initial
+        if cfg.iterations > 0:
+            from .propagation import cspn_propagate
+
+            w = torch.from_numpy(rgb_affinity_numpy(rgb, sigma_scale=cfg.colour_sigma_scale, anchor=cfg.anchor))
+            with torch.inference_mode():
+                h0 = torch.from_numpy(initial)[None, None]
+                s = torch.from_numpy(np.ascontiguousarray(fr.anchors))[None, None]
+                out = cspn_propagate(h0, w[None], iterations=cfg.iterations, sparse=s, normalized=True)
+                depth = out[0, 0].numpy()
+        depth = np.clip(depth, np.float32(1e-3), np.float32(cfg.max_depth))
+        conf = default_confidence(depth, initial, fr.anchors > 0, fr.stats.spacing, distance=fr.distance)
+        return depth, conf
+
+    def _complete_cspn(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dev = self._device
+        with torch.inference_mode():
+            x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float().div_(255.0)
+            s = torch.from_numpy(sparse).to(dev)[None, None]
+            m = (s > 0).float()
+            with torch.autocast(device_type="cuda", enabled=dev.type == "cuda"):
+                out = self._model(x, s, m)
+            depth = out["pred"].float()[0, 0].cpu().numpy()
+            conf = out["confidence"]
+            conf = conf.float()[0, 0].cpu().numpy() if conf is not None else np.ones_like(depth, dtype=np.float32)
+        depth = np.clip(np.nan_to_num(depth, nan=0.0), np.float32(1e-3), np.float32(self.config.max_depth))
+        conf = np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0).astype(np.float32)
+        conf[sparse > 0] = 1.0
+        return depth.astype(np.float32), conf
+
+
+def _validate(rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(rgb)
+    s = np.asarray(sparse_depth)
+    if r.ndim != 3 or r.shape[2] != 3:
+        raise ShapeError(f"rgb: expected shape (H, W, 3), got {r.shape}")
+    if r.dtype != np.uint8:
+        raise ShapeError(f"rgb: expected dtype uint8, got {r.dtype}")
+    if s.ndim != 2:
+        raise ShapeError(f"sparse_depth: expected shape (H, W), got {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating):
+        raise ShapeError(f"sparse_depth: expected float metres, got dtype {s.dtype}")
+    if r.shape[:2] != s.shape:
+        raise ShapeError(f"rgb size {r.shape[:2]} != sparse_depth size {s.shape}")
+    s = np.ascontiguousarray(s, dtype=np.float32)
+    s = np.where(np.isfinite(s) & (s > 0), s, np.float32(0.0))
+    if not (s > 0).any():
+        raise DataError("sparse_depth has no valid measurement")
+    return np.ascontiguousarray(r), s

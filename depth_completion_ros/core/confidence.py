@@ -1,0 +1,112 @@
+"""Confidence maps in [0, 1] for completed depth (weight-free default).
+
+Confidence is the product of three factors, each in (0, 1]:
+distance to the nearest measurement (scaled by the measured spacing), relative depth variation around the
+pixel (depth edges), and the disagreement between the propagated depth and the initial fill.
+Measured pixels get exactly 1.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .errors import ShapeError
+
+__all__ = ["combine_confidence", "default_confidence", "distance_confidence", "edge_confidence"]
+
+
+def _f32(name: str, x: np.ndarray) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ShapeError(f"{name}: expected shape (H, W), got {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def distance_confidence(measured: np.ndarray, spacing: float) -> np.ndarray:
+    """exp(-dist / spacing): dist = Euclidean pixel distance to the nearest measured pixel.
+
+    Args:
+        measured: (H, W) bool, True at measured pixels.
+        spacing: typical measurement spacing, pixels (> 0).
+
+    Returns:
+        (H, W) float32 in (0, 1], 1 at measured pixels.
+    """
+    m = np.asarray(measured, dtype=bool)
+    if m.ndim != 2:
+        raise ShapeError(f"measured: expected shape (H, W), got {m.shape}")
+    if spacing <= 0:
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    if not m.any():
+        return np.zeros(m.shape, np.float32)
+    dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.exp(-dist / np.float32(spacing)).astype(np.float32)
+
+
+def edge_confidence(depth: np.ndarray, *, window: int = 5, scale: float = 0.05) -> np.ndarray:
+    """exp(-r / scale) with r = (local max - local min) / local max of depth in a `window`² box.
+
+    Args:
+        depth: (H, W) float32 metres (> 0 where defined).
+        window: odd box size in pixels.
+        scale: relative depth range giving confidence 1/e.
+
+    Returns:
+        (H, W) float32 in (0, 1].
+    """
+    d = _f32("depth", depth)
+    k = np.ones((window, window), np.uint8)
+    hi = cv2.dilate(d, k)
+    lo = cv2.erode(d, k)
+    r = (hi - lo) / np.maximum(hi, np.float32(1e-6))
+    return np.exp(-r / np.float32(scale)).astype(np.float32)
+
+
+def combine_confidence(*factors: np.ndarray, measured: np.ndarray | None = None) -> np.ndarray:
+    """Product of (H, W) factors in [0, 1], clipped to [0, 1]; 1 where `measured` (H, W) bool is True."""
+    if not factors:
+        raise ValueError("need at least one factor")
+    out = np.ones(np.asarray(factors[0]).shape, np.float32)
+    for f in factors:
+        out *= _f32("factor", f)
+    np.clip(out, 0.0, 1.0, out=out)
+    if measured is not None:
+        out[np.asarray(measured, dtype=bool)] = 1.0
+    return out
+
+
+def default_confidence(
+    depth: np.ndarray,
+    initial: np.ndarray,
+    measured: np.ndarray,
+    spacing: float,
+    *,
+    disagreement_scale: float = 0.05,
+    distance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Confidence of the default completer.
+
+    Args:
+        depth: (H, W) float32 metres, the final completed depth.
+        initial: (H, W) float32 metres, the initial (classical) fill before propagation.
+        measured: (H, W) bool, measurements kept fixed.
+        spacing: typical measurement spacing, pixels.
+        disagreement_scale: relative |depth - initial| giving a factor 1/e.
+        distance: optional precomputed (H, W) float32 pixel distance to the nearest measurement.
+
+    Returns:
+        (H, W) float32 in [0, 1], 1 at measured pixels.
+    """
+    d = _f32("depth", depth)
+    i0 = _f32("initial", initial)
+    if d.shape != i0.shape:
+        raise ShapeError(f"depth {d.shape} and initial {i0.shape} differ")
+    rel = np.abs(d - i0) / np.maximum(d, np.float32(1e-6))
+    dis = np.exp(-rel / np.float32(disagreement_scale))
+    window = int(max(3, 2 * round(spacing / 2) + 1))
+    if distance is None:
+        dist_f = distance_confidence(measured, spacing)
+    else:
+        dist_f = np.exp(_f32("distance", distance) * np.float32(-1.0 / spacing))
+    return combine_confidence(dist_f, edge_confidence(d, window=window), dis, measured=measured)
