@@ -1,0 +1,332 @@
+"""Extrinsics `T_camera_from_source` (4×4 float64, source frame → camera optical frame, metres).
+
+Sources, in order: parameters (`extrinsic_matrix`, or `extrinsic_xyz` + `extrinsic_quat_xyzw`; always win),
+a KITTI raw calibration directory, then tf — `tf2_ros.Buffer` + `TransformListener` when importable, else
+`TransformBuffer`, a small equivalent fed from `/tf` and `/tf_static` by this module.
+
+`TransformBuffer` follows tf2's lookup semantics: frames form a tree; `lookup(target, source, t)` chains the
+edges through the common ancestor; static edges hold at every time; dynamic edges are interpolated (linear
+translation, slerp rotation) between the two stamps around `t`, and `t` = None/0 means "latest" (the latest
+common time of the dynamic edges on the path, as tf2's time 0); extrapolation beyond the stored stamps fails.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from depth_completion_ros.core.errors import CalibrationError
+from depth_completion_ros.ros.params import ExtrinsicsConfig
+
+__all__ = [
+    "ExtrinsicsProvider",
+    "TransformBuffer",
+    "matrix_from_xyz_quat",
+    "quat_xyzw_from_matrix",
+    "transform_msg_to_matrix",
+]
+
+
+def matrix_from_xyz_quat(xyz: Sequence[float], quat_xyzw: Sequence[float]) -> np.ndarray:
+    """4×4 float64 from a translation (m) and a quaternion (x, y, z, w; normalized here)."""
+    x, y, z, w = (float(q) for q in quat_xyzw)
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    if not n > 0.0:
+        raise CalibrationError("zero quaternion")
+    x, y, z, w = x / n, y / n, z / n, w / n
+    T = np.eye(4)
+    T[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ]
+    T[:3, 3] = [float(v) for v in xyz]
+    return T
+
+
+def quat_xyzw_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w), w >= 0, of a 3×3 rotation matrix."""
+    R = np.asarray(R, dtype=np.float64)[:3, :3]
+    t = np.trace(R)
+    if t > 0:
+        s = math.sqrt(t + 1.0) * 2
+        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = math.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k]) * 2
+        q = [0.0, 0.0, 0.0, (R[k, j] - R[j, k]) / s]
+        q[i] = 0.25 * s
+        q[j] = (R[j, i] + R[i, j]) / s
+        q[k] = (R[k, i] + R[i, k]) / s
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def transform_msg_to_matrix(transform: Any) -> np.ndarray:
+    """4×4 float64 of a `geometry_msgs/Transform` (maps child-frame points into the parent frame)."""
+    t, r = transform.translation, transform.rotation
+    return matrix_from_xyz_quat((t.x, t.y, t.z), (r.x, r.y, r.z, r.w))
+
+
+def _interpolate(T0: np.ndarray, T1: np.ndarray, a: float) -> np.ndarray:
+    """Linear translation and slerp rotation between two rigid transforms, a in [0, 1]."""
+    q0, q1 = quat_xyzw_from_matrix(T0), quat_xyzw_from_matrix(T1)
+    dot = float(np.dot(q0, q1))
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + a * (q1 - q0)
+    else:
+        theta = math.acos(min(dot, 1.0))
+        q = (math.sin((1 - a) * theta) * q0 + math.sin(a * theta) * q1) / math.sin(theta)
+    xyz = (1 - a) * T0[:3, 3] + a * T1[:3, 3]
+    return matrix_from_xyz_quat(xyz, q)
+
+
+def _strip(frame: str) -> str:
+    return frame[1:] if frame.startswith("/") else frame
+
+
+class TransformBuffer:
+    """Static and time-stamped transforms between named frames, with tf2 lookup semantics; thread-safe.
+
+    Args:
+        cache_time_s: dynamic transforms older than the newest by more than this are discarded.
+    """
+
+    def __init__(self, cache_time_s: float = 10.0) -> None:
+        self._cache_ns = int(cache_time_s * 1e9)
+        self._parent: dict[str, str] = {}
+        self._static: dict[str, np.ndarray] = {}  # child -> T_parent_from_child
+        self._dynamic: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        self._lock = threading.Lock()
+
+    def set_transform(
+        self, parent: str, child: str, stamp_ns: int, T_parent_from_child: np.ndarray, *, static: bool
+    ) -> None:
+        """Store the edge parent ← child (4×4 maps child-frame points into `parent`)."""
+        parent, child = _strip(parent), _strip(child)
+        if not parent or not child or parent == child:
+            raise CalibrationError(f"invalid transform frames: parent {parent!r}, child {child!r}")
+        T = np.asarray(T_parent_from_child, dtype=np.float64)
+        with self._lock:
+            self._parent[child] = parent
+            if static:
+                self._static[child] = T
+                self._dynamic.pop(child, None)
+                return
+            self._static.pop(child, None)
+            stamps, mats = self._dynamic.setdefault(child, ([], []))
+            i = bisect.bisect_left(stamps, stamp_ns)
+            if i < len(stamps) and stamps[i] == stamp_ns:
+                mats[i] = T
+            else:
+                stamps.insert(i, stamp_ns)
+                mats.insert(i, T)
+            cutoff = stamps[-1] - self._cache_ns
+            k = bisect.bisect_left(stamps, cutoff)
+            if k:
+                del stamps[:k], mats[:k]
+
+    def add_tf_message(self, msg: Any, *, static: bool) -> None:
+        """Store every `geometry_msgs/TransformStamped` of a `tf2_msgs/TFMessage`."""
+        for ts in msg.transforms:
+            stamp = ts.header.stamp
+            self.set_transform(
+                ts.header.frame_id,
+                ts.child_frame_id,
+                int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+                transform_msg_to_matrix(ts.transform),
+                static=static,
+            )
+
+    def frames(self) -> set[str]:
+        with self._lock:
+            return set(self._parent) | set(self._parent.values())
+
+    def _chain(self, frame: str) -> list[str]:
+        chain = [frame]
+        while chain[-1] in self._parent:
+            chain.append(self._parent[chain[-1]])
+            if len(chain) > 1000:
+                raise CalibrationError(f"transform loop at frame {frame!r}")
+        return chain
+
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
+        """`T_target_from_source` (4×4 float64) at `stamp_ns` (None or 0: latest).
+
+        Raises:
+            CalibrationError: unknown frames, frames not connected, or `stamp_ns` outside the stored interval
+            of a dynamic edge on the path.
+        """
+        target, source = _strip(target), _strip(source)
+        if target == source:
+            return np.eye(4)
+        with self._lock:
+            up_src, up_tgt = self._chain(source), self._chain(target)
+            common = next((f for f in up_src if f in set(up_tgt)), None)
+            if common is None:
+                known = sorted(set(self._parent) | set(self._parent.values()))
+                raise CalibrationError(
+                    f"no transform from {source!r} to {target!r} (frames not connected; known: {known})"
+                )
+            edges_src = up_src[: up_src.index(common)]
+            edges_tgt = up_tgt[: up_tgt.index(common)]
+            if not stamp_ns:
+                latest = [self._dynamic[c][0][-1] for c in edges_src + edges_tgt if c in self._dynamic]
+                stamp_ns = min(latest) if latest else 0
+            T_common_from_source = self._to_ancestor(edges_src, stamp_ns, target, source)
+            T_common_from_target = self._to_ancestor(edges_tgt, stamp_ns, target, source)
+        return np.linalg.inv(T_common_from_target) @ T_common_from_source
+
+    def _to_ancestor(self, children: list[str], stamp_ns: int, target: str, source: str) -> np.ndarray:
+        T = np.eye(4)
+        for child in children:
+            T = self._edge(child, stamp_ns, target, source) @ T
+        return T
+
+    def _edge(self, child: str, stamp_ns: int, target: str, source: str) -> np.ndarray:
+        if child in self._static:
+            return self._static[child]
+        stamps, mats = self._dynamic[child]
+        i = bisect.bisect_left(stamps, stamp_ns)
+        if i < len(stamps) and stamps[i] == stamp_ns:
+            return mats[i]
+        if i == 0 or i == len(stamps):
+            raise CalibrationError(
+                f"no transform from {source!r} to {target!r} at t={stamp_ns * 1e-9:.3f} s: edge "
+                f"{self._parent[child]!r}<-{child!r} known for [{stamps[0] * 1e-9:.3f}, {stamps[-1] * 1e-9:.3f}] s"
+            )
+        a = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
+        return _interpolate(mats[i - 1], mats[i], a)
+
+
+class ExtrinsicsProvider:
+    """`T_camera_from_source` for each frame, from parameters, a KITTI calibration dir, or tf.
+
+    Args:
+        config: where the extrinsics come from.
+        node: the rclpy node (needed only for tf; None for parameters / KITTI).
+        read_kitti: optional override of `core.calibration.read_kitti_raw_calibration` (tests).
+    """
+
+    def __init__(
+        self, config: ExtrinsicsConfig, node: Any = None, *, read_kitti: Callable[..., Any] | None = None
+    ) -> None:
+        self.config = config
+        self.node = node
+        self._fixed: np.ndarray | None = None
+        self._tf2_buffer: Any = None
+        self._tf2_listener: Any = None
+        self._buffer: TransformBuffer | None = None
+        self._subscriptions: list[Any] = []
+        self._tf_unavailable = False
+        if config.matrix is not None:
+            self._fixed = np.asarray(config.matrix, dtype=np.float64).reshape(4, 4)
+            self.source = "parameter extrinsic_matrix"
+        elif config.xyz is not None and config.quat_xyzw is not None:
+            self._fixed = matrix_from_xyz_quat(config.xyz, config.quat_xyzw)
+            self.source = "parameters extrinsic_xyz + extrinsic_quat_xyzw"
+        elif config.kitti_calib_dir:
+            self._fixed = self._kitti(Path(config.kitti_calib_dir), read_kitti)
+            self.source = f"KITTI calibration {config.kitti_calib_dir}"
+        elif config.use_tf:
+            if node is None:
+                raise CalibrationError("extrinsics from tf need a node")
+            self._start_tf(node)
+        else:
+            raise CalibrationError(
+                "no extrinsics: set extrinsic_matrix, extrinsic_xyz + extrinsic_quat_xyzw, kitti_calib_dir, or use_tf"
+            )
+
+    def _kitti(self, calib_dir: Path, read_kitti: Callable[..., Any] | None) -> np.ndarray:
+        if read_kitti is None:
+            from depth_completion_ros.core.calibration import read_kitti_raw_calibration
+
+            read_kitti = read_kitti_raw_calibration
+        calib = read_kitti(
+            calib_dir / "calib_cam_to_cam.txt",
+            calib_dir / "calib_velo_to_cam.txt",
+            camera_index=self.config.kitti_camera_index,
+        )
+        return np.asarray(calib.T_camera_from_velo, dtype=np.float64)
+
+    def _start_tf(self, node: Any) -> None:
+        from depth_completion_ros.ros.compat import tf2_ros
+
+        if tf2_ros is not None:
+            self._tf2_buffer = tf2_ros.Buffer()
+            self._tf2_listener = tf2_ros.TransformListener(self._tf2_buffer, node)
+            self.source = "tf2_ros"
+            return
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        self._buffer = TransformBuffer()
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            # pip-only setup without the tf2_msgs message package: no /tf; lookups fail with a clear message
+            self.source = "tf (unavailable: tf2_msgs not installed)"
+            self._tf_unavailable = True
+            return
+        dynamic_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        static_qos = QoSProfile(
+            depth=100,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        buf = self._buffer
+        self._subscriptions = [
+            node.create_subscription(TFMessage, "/tf", lambda m: buf.add_tf_message(m, static=False), dynamic_qos),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: buf.add_tf_message(m, static=True), static_qos),
+        ]
+        self.source = "tf (/tf, /tf_static; built-in buffer)"
+
+    @property
+    def buffer(self) -> TransformBuffer | None:
+        """The built-in transform buffer (None unless tf is used without tf2_ros)."""
+        return self._buffer
+
+    def lookup(self, camera_frame: str, source_frame: str, stamp: Any = None) -> np.ndarray:
+        """`T_camera_from_source` (4×4 float64) at `stamp` (a builtin_interfaces Time or None = latest).
+
+        Raises:
+            CalibrationError: the transform is not (yet) available; the caller skips the frame.
+        """
+        if self._fixed is not None:
+            return self._fixed
+        if camera_frame and camera_frame.lstrip("/") == source_frame.lstrip("/"):
+            return np.eye(4)
+        stamp_ns = 0 if stamp is None else int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        if self._tf2_buffer is not None:
+            from rclpy.duration import Duration
+            from rclpy.time import Time
+
+            try:
+                ts = self._tf2_buffer.lookup_transform(
+                    camera_frame, source_frame, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=0.0)
+                )
+            except Exception as exc:  # tf2 LookupException / ExtrapolationException / ConnectivityException
+                raise CalibrationError(f"no transform from {source_frame!r} to {camera_frame!r}: {exc}") from exc
+            return transform_msg_to_matrix(ts.transform)
+        if self._buffer is None:
+            raise CalibrationError("no extrinsics source")
+        if self._tf_unavailable:
+            raise CalibrationError(
+                "tf unavailable (neither tf2_ros nor tf2_msgs importable): set extrinsic_matrix, "
+                "extrinsic_xyz + extrinsic_quat_xyzw or kitti_calib_dir"
+            )
+        if not camera_frame or not source_frame:
+            raise CalibrationError(
+                f"empty frame_id (camera {camera_frame!r}, source {source_frame!r}): cannot look up tf"
+            )
+        return self._buffer.lookup(camera_frame, source_frame, stamp_ns)
