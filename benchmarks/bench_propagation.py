@@ -1,0 +1,141 @@
+"""CSPN propagation speed: `core.propagation.cspn_propagate` vs a straightforward unfold-based version.
+
+Both compute the same update on the same (normalized, border-zeroed) affinities with sparse replacement;
+the outputs are checked with allclose before timing.  Default size 1242×375 (KITTI), 5 % sparse points.
+
+    .venv/bin/python benchmarks/bench_propagation.py [--iterations 12 24] [--threads 1 2] [--json out.json]
+
+Prints a table: median and IQR in ms over `--repeats` runs after warm-up, the unfold baseline measured in the
+same run, the ratio, and ms per iteration.  CUDA rows are added when a GPU is present (synchronized timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity
+
+
+def unfold_propagate(h0: torch.Tensor, aff: torch.Tensor, n: int, sparse: torch.Tensor | None) -> torch.Tensor:
+    """Reference: F.unfold materializes the 3×3 neighbourhoods (B, 9, H·W) every step."""
+    B, _, H, W = h0.shape
+    center = (1 - aff.sum(1, keepdim=True)) * h0
+    valid = sparse > 0 if sparse is not None else None
+    h = h0
+    for _ in range(n):
+        patches = F.unfold(h, 3, padding=1).view(B, 9, H, W)
+        nb = torch.cat([patches[:, :4], patches[:, 5:]], dim=1)
+        h = (aff * nb).sum(1, keepdim=True) + center
+        if valid is not None:
+            h = torch.where(valid, sparse, h)
+    return h
+
+
+def _time(fn, repeats: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return statistics.median(ts), q[2] - q[0]
+
+
+def _pair(mode: str, h0, raw, aff, sparse, n: int):
+    """(ours, unfold reference) callables; "raw+norm" includes the affinity normalization in both."""
+    if mode == "normalized":
+        return (
+            lambda: cspn_propagate(h0, aff, iterations=n, sparse=sparse, normalized=True),
+            lambda: unfold_propagate(h0, aff, n, sparse),
+        )
+    return (
+        lambda: cspn_propagate(h0, raw, iterations=n, sparse=sparse),
+        lambda: unfold_propagate(h0, normalize_affinity(raw), n, sparse),
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=1242)
+    ap.add_argument("--height", type=int, default=375)
+    ap.add_argument("--iterations", type=int, nargs="+", default=[12, 24])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--density", type=float, default=0.05)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    H, W = args.height, args.width
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    header = (
+        f"{'device':<6} {'thr':>3} {'iters':>5} {'mode':<12} {'ours ms':>9} {'iqr':>6} {'unfold ms':>10} "
+        f"{'ratio':>7} {'ms/iter':>8}"
+    )
+    print(f"CSPN propagation, {W}x{H}, {args.density:.0%} sparse, torch {torch.__version__}, {platform.processor()}")
+    print(header)
+    print("-" * len(header))
+    for dev in devices:
+        h0 = (torch.rand(1, 1, H, W) * 80 + 1).to(dev)
+        raw = torch.randn(1, 8, H, W).to(dev)
+        sparse = torch.where(torch.rand(1, 1, H, W) < args.density, torch.rand(1, 1, H, W) * 80 + 1, 0.0).to(dev)
+        threads = args.threads if dev.type == "cpu" else [torch.get_num_threads()]
+        for thr in threads:
+            torch.set_num_threads(thr)
+            with torch.inference_mode():
+                aff = normalize_affinity(raw)
+                for n in args.iterations:
+                    ours = cspn_propagate(h0, aff, iterations=n, sparse=sparse, normalized=True)
+                    ref = unfold_propagate(h0, aff, n, sparse)
+                    err = float((ours - ref).abs().max())
+                    if not torch.allclose(ours, ref, rtol=1e-5, atol=1e-4):
+                        print(f"MISMATCH vs unfold reference: max |diff| = {err}", file=sys.stderr)
+                        return 1
+                    for mode in ("normalized", "raw+norm"):
+                        fn, ref_fn = _pair(mode, h0, raw, aff, sparse, n)
+                        t_ours, iqr = _time(fn, args.repeats, args.warmup, dev)
+                        t_ref, _ = _time(ref_fn, max(3, args.repeats // 3), 1, dev)
+                        row = {
+                            "device": dev.type,
+                            "threads": thr,
+                            "iterations": n,
+                            "mode": mode,
+                            "ours_ms": t_ours,
+                            "ours_iqr_ms": iqr,
+                            "unfold_ms": t_ref,
+                            "ratio": t_ref / t_ours,
+                            "ms_per_iteration": t_ours / n,
+                            "max_abs_diff": err,
+                        }
+                        rows.append(row)
+                        print(
+                            f"{dev.type:<6} {thr:>3} {n:>5} {mode:<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
+                            f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}"
+                        )
+    if args.json:
+        meta = {"torch": torch.__version__, "size": [H, W], "density": args.density, "repeats": args.repeats}
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""Checkpoints of `CSPNNet`: safetensors with the model configuration in the metadata.  Never unpickles.
+
+Layout: the model's `state_dict` tensors, and string metadata
+``{"format": FORMAT_TAG, "format_version": "1", "config": <CSPNModelConfig JSON>, "extra": <JSON>}``.
+Loading checks the tag, the version, the configuration, and every tensor name and shape against a model
+built from that configuration; any mismatch or an unreadable / truncated file raises `CheckpointError`.
+`import_torch_checkpoint` imports a `.pt` / `.pth` state dict with `torch.load(weights_only=True)` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import CheckpointError
+from .model import CSPNModelConfig, CSPNNet
+
+__all__ = [
+    "FORMAT_TAG",
+    "FORMAT_VERSION",
+    "check_state_dict",
+    "import_torch_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_metadata",
+    "save_checkpoint",
+]
+
+FORMAT_TAG = "depth_completion_ros.cspn"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    config: CSPNModelConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write `model`'s state dict as safetensors with `config` (default: `model.config`) in the metadata.
+
+    Args:
+        path: output file (conventionally `*.safetensors`).
+        model: a `CSPNNet` (a DistributedDataParallel / compiled wrapper is unwrapped).
+        config: its configuration.
+        extra: JSON-serializable metadata (e.g. {"name": ..., "step": ...}); returned by `load_checkpoint`.
+
+    Raises:
+        CheckpointError: no configuration, or `extra` is not JSON-serializable.
+    """
+    from safetensors.torch import save_file
+
+    model = _unwrap(model)
+    config = config if config is not None else getattr(model, "config", None)
+    if not isinstance(config, CSPNModelConfig):
+        raise CheckpointError(f"save_checkpoint needs a CSPNModelConfig, got {type(config).__name__}")
+    try:
+        extra_json = json.dumps(dict(extra or {}), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint extra metadata is not JSON-serializable: {exc}") from exc
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT_TAG,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "extra": extra_json,
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def read_checkpoint_metadata(path: str | os.PathLike[str]) -> tuple[CSPNModelConfig, dict[str, Any]]:
+    """Read and check the header of a checkpoint (no tensor data is loaded).
+
+    Returns:
+        (config, metadata): metadata is the `extra` dict plus "format" and "format_version".
+
+    Raises:
+        CheckpointError: missing / unreadable file, not safetensors, wrong tag / version, bad config.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    return _parse_metadata(p, meta)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[CSPNNet, CSPNModelConfig, dict[str, Any]]:
+    """Load a checkpoint written by `save_checkpoint`.
+
+    Args:
+        path: the `.safetensors` file.
+        map_location: device of the returned model.
+
+    Returns:
+        (model in eval mode on `map_location`, its config, metadata = `extra` + "format" / "format_version").
+
+    Raises:
+        CheckpointError: unreadable / truncated / foreign file, or names and shapes that do not match the
+            model of the stored configuration (missing, unexpected and mismatched keys are listed).
+    """
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    config, metadata = read_checkpoint_metadata(p)
+    try:
+        state = load_file(str(p), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{p}: cannot read tensors ({exc})") from exc
+    model = CSPNNet(config)
+    check_state_dict(model, state, source=str(p))
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval(), config, metadata
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
+    """Compare tensor names and shapes of `state` with `model.state_dict()`.
+
+    Raises:
+        CheckpointError: listing missing, unexpected and shape-mismatched keys (and non-tensor values).
+    """
+    expected = {k: tuple(v.shape) for k, v in _unwrap(model).state_dict().items()}
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
+    missing = sorted(set(expected) - set(got) - set(not_tensors))
+    unexpected = sorted(set(got) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in got if k in expected and got[k] != expected[k]
+    )
+    if missing or unexpected or mismatched or not_tensors:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+        if mismatched:
+            parts.append(f"mismatched shapes ({len(mismatched)}): {_short(mismatched)}")
+        if not_tensors:
+            parts.append(f"non-tensor entries ({len(not_tensors)}): {_short(not_tensors)}")
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+
+
+def import_torch_checkpoint(
+    path: str | os.PathLike[str], config: CSPNModelConfig, map_location: str | torch.device = "cpu"
+) -> CSPNNet:
+    """Import a `.pt` / `.pth` state dict (or {"state_dict" | "model": state dict}) into a `CSPNNet(config)`.
+
+    Uses `torch.load(weights_only=True)` only: a file whose unpickling would build arbitrary objects or run
+    code is refused.  A "module." prefix (DataParallel) is stripped.
+
+    Raises:
+        CheckpointError: missing / unsafe / unreadable file, or names and shapes that do not match.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for unsafe globals, RuntimeError / EOFError for corrupt files
+        raise CheckpointError(f"{p}: refused or unreadable torch checkpoint (weights_only=True): {exc}") from exc
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{p}: expected a state dict, got {type(obj).__name__}")
+    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
+    model = CSPNNet(config)
+    check_state_dict(model, state, source=str(p))
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def _parse_metadata(p: Path, meta: Mapping[str, str]) -> tuple[CSPNModelConfig, dict[str, Any]]:
+    tag = meta.get("format")
+    if tag != FORMAT_TAG:
+        raise CheckpointError(f"{p}: not a {FORMAT_TAG} checkpoint (format tag {tag!r})")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{p}: bad format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION or version < 1:
+        raise CheckpointError(f"{p}: format_version {version} is not supported (this code reads 1..{FORMAT_VERSION})")
+    try:
+        config = CSPNModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{p}: bad or missing model configuration in the metadata ({exc})") from exc
+    try:
+        extra = json.loads(meta.get("extra", "{}"))
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: bad extra metadata ({exc})") from exc
+    metadata = dict(extra) if isinstance(extra, dict) else {"extra": extra}
+    metadata.update({"format": tag, "format_version": version})
+    return config, metadata
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def _short(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Tensor) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")

@@ -1,0 +1,447 @@
+"""CSPN propagation (Cheng et al., ECCV 2018 / TPAMI 2019; CSPN++ confidence-gated replacement).
+
+Update, for `N` iterations, with ``ŵ`` the normalized 8-neighbour affinities:
+
+    H(t+1)(p) = Σ_k ŵ_k(p) · H(t)(p + d·o_k) + (1 − Σ_k ŵ_k(p)) · H0(p)
+
+then, at every valid sparse pixel (sparse > 0), the measured value is re-imposed:
+``H ← S`` (or ``H ← m·S + (1 − m)·H`` with a confidence ``m``, CSPN++).
+
+Conventions (fixed, tested):
+  * Neighbour order ``o_k`` (k = 0..7, (dy, dx)): row-major 3×3 without the centre,
+    ``(-1,-1) (-1,0) (-1,1) (0,-1) (0,1) (1,-1) (1,0) (1,1)``; with dilation ``d`` the offsets are ``d·o_k``.
+  * Borders: a neighbour outside the image has weight 0.  `normalize_affinity` zeroes those raw weights
+    *before* normalizing (so the mass is renormalized over the neighbours inside the image); with
+    ``normalized=True`` the caller's out-of-image weights are dropped and their mass goes to the H0 term.
+  * Normalization (paper: ``ŵ = w / Σ|w|``), denominator ``max(Σ|w|, EPS)`` with ``EPS = 1e-6``:
+    ``"8sum"``      ŵ = w / max(Σ|w|, EPS)        (signed)
+    ``"8sum_abs"``  ŵ = |w| / max(Σ|w|, EPS)
+    Σ|ŵ| = 1 wherever Σ|w| ≥ EPS and Σ|ŵ| = Σ|w|/EPS < 1 otherwise, so the stability condition
+    Σ|ŵ| ≤ 1 of the paper always holds and an all-zero affinity leaves the pixel at H0.
+    NLSPN-style variants that keep mass on H0 when the raw weights are small (denominator
+    ``max(Σ|w|, 1)``): ``"8sum_clamp"`` and ``"8sum_abs_clamp"``.
+  * H(0) = h0 as given (sparse values are imposed after each step, not before the first).
+  * Per-pixel iterations ``n(p)``: the result at p is ``H(n(p))(p)``; after its count a pixel is frozen
+    (neighbours still read its frozen value).  ``n(p) = 0`` returns h0 there.
+  * dtype: float32 / float64 are kept; float16 / bfloat16 inputs (CUDA autocast) are propagated in
+    float32 (fp16 steps are 0.125 m at 250 m) and returned as float32.
+
+Fast path (no autograd needed: `torch.no_grad()` / `torch.inference_mode()`, or no input requires grad):
+two zero-padded ping-pong buffers, the 8 neighbour terms are shifted views multiply-accumulated in place
+(`addcmul`) into the interior of the other buffer; no allocation inside the loop except the small
+index gathers of the sparse replacement.  On the CPU the buffers (about 13·B·H·W floats with raw
+affinities, 5·B·H·W with normalized ones) are kept per thread between calls, because fresh multi-MB
+allocations page-fault on every call; `clear_workspace()` frees them.  With autograd, a functional path with
+the same math.  Measured at 1242×375, 5 % sparse, 1 thread on this project's 2-core CPU:
+≈ 1 ms per iteration + ≈ 2.5 ms setup, 9–12× faster than an unfold-based implementation
+(`benchmarks/bench_propagation.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import ShapeError, check_shape
+
+__all__ = ["EPS", "NEIGHBOUR_OFFSETS", "NORMALIZATIONS", "clear_workspace", "cspn_propagate", "normalize_affinity"]
+
+EPS = 1e-6
+"""Smallest denominator of the affinity normalization."""
+
+NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = (
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
+)
+"""(dy, dx) of affinity channel k: row-major 3×3 without the centre."""
+
+NORMALIZATIONS = ("8sum", "8sum_abs", "8sum_clamp", "8sum_abs_clamp")
+
+# Above this fraction of valid sparse pixels the replacement uses dense passes instead of index gathers.
+_DENSE_SPARSE_FRACTION = 0.2
+
+
+def _out_of_image_slices(k: int, H: int, W: int, d: int) -> list[tuple[slice, slice]]:
+    """(rows, cols) regions of an (H, W) image where neighbour k (dilation d) is outside the image."""
+    dy, dx = NEIGHBOUR_OFFSETS[k]
+    regions: list[tuple[slice, slice]] = []
+    if dy < 0:
+        regions.append((slice(0, min(d, H)), slice(None)))
+    elif dy > 0:
+        regions.append((slice(max(H - d, 0), H), slice(None)))
+    if dx < 0:
+        regions.append((slice(None), slice(0, min(d, W))))
+    elif dx > 0:
+        regions.append((slice(None), slice(max(W - d, 0), W)))
+    return regions
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+
+def normalize_affinity(raw: Tensor, normalization: str = "8sum_abs", *, dilation: int = 1) -> Tensor:
+    """Normalize raw 8-neighbour affinities so that Σ_k |ŵ_k| ≤ 1 at every pixel.
+
+    Args:
+        raw: (B, 8, H, W) float raw affinities, channel order `NEIGHBOUR_OFFSETS`.
+        normalization: "8sum" (ŵ = w / max(Σ|w|, EPS)), "8sum_abs" (ŵ = |w| / max(Σ|w|, EPS)), or the
+            NLSPN-style "8sum_clamp" / "8sum_abs_clamp" (denominator max(Σ|w|, 1)).
+        dilation: neighbour spacing; weights of neighbours outside the image are zeroed before normalizing.
+
+    Returns:
+        (B, 8, H, W) normalized affinities, same dtype; differentiable.
+
+    Raises:
+        ShapeError: `raw` is not (B, 8, H, W) floating point.
+        ValueError: unknown normalization or dilation < 1.
+    """
+    check_shape("affinity", raw.shape, ("B", 8, "H", "W"))
+    if not raw.is_floating_point():
+        raise ShapeError(f"affinity: expected a floating point tensor, got {raw.dtype}")
+    _check_normalization(normalization)
+    if dilation < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    H, W = raw.shape[-2:]
+    use_abs = normalization.startswith("8sum_abs")
+    a = raw.abs() if use_abs else raw.clone()
+    for k in range(8):
+        for rows, cols in _out_of_image_slices(k, H, W, dilation):
+            a[:, k, rows, cols] = 0
+    total = a.sum(dim=1, keepdim=True) if use_abs else a.abs().sum(dim=1, keepdim=True)
+    floor = 1.0 if normalization.endswith("_clamp") else EPS
+    if torch.is_grad_enabled() and raw.requires_grad:
+        return a / total.clamp_min(floor)
+    return a.div_(total.clamp_min_(floor))  # no autograd: spare one (B, 8, H, W) allocation
+
+
+def _check_inputs(
+    h0: Tensor,
+    affinity: Tensor,
+    iterations: int | Tensor,
+    sparse: Tensor | None,
+    sparse_confidence: Tensor | None,
+    dilation: int,
+) -> tuple[int, int, int, int]:
+    bound = check_shape("h0", h0.shape, ("B", 1, "H", "W"))
+    B, H, W = bound["B"], bound["H"], bound["W"]
+    check_shape("affinity", affinity.shape, (B, 8, H, W))
+    for name, t in (("h0", h0), ("affinity", affinity)):
+        if not t.is_floating_point():
+            raise ShapeError(f"{name}: expected a floating point tensor, got {t.dtype}")
+    if affinity.device != h0.device:
+        raise ValueError(f"affinity is on {affinity.device}, h0 on {h0.device}")
+    if sparse is not None:
+        check_shape("sparse", sparse.shape, (B, 1, H, W))
+    if sparse_confidence is not None:
+        if sparse is None:
+            raise ValueError("sparse_confidence needs sparse")
+        check_shape("sparse_confidence", sparse_confidence.shape, (B, 1, H, W))
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
+    if isinstance(iterations, Tensor):
+        if iterations.is_floating_point() or iterations.is_complex() or iterations.dtype == torch.bool:
+            raise ShapeError(f"iterations: expected an integer tensor, got {iterations.dtype}")
+        check_shape("iterations", iterations.shape, (None, 1, H, W))
+        if iterations.shape[0] not in (1, B):
+            raise ShapeError(f"iterations: expected shape ({B} or 1, 1, {H}, {W}), got {tuple(iterations.shape)}")
+        if iterations.numel() and int(iterations.min()) < 0:
+            raise ValueError("iterations must be >= 0")
+        n = int(iterations.max()) if iterations.numel() else 0
+    else:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be an int >= 0 or an integer tensor, got {iterations!r}")
+        n = iterations
+    return B, H, W, n
+
+
+def cspn_propagate(
+    h0: Tensor,
+    affinity: Tensor,
+    *,
+    iterations: int | Tensor,
+    sparse: Tensor | None = None,
+    sparse_confidence: Tensor | None = None,
+    normalization: str = "8sum_abs",
+    dilation: int = 1,
+    normalized: bool = False,
+) -> Tensor:
+    """Run CSPN propagation (see the module docstring for the exact update and conventions).
+
+    Args:
+        h0: (B, 1, H, W) float initial depth, metres (0 = missing is just a value here).
+        affinity: (B, 8, H, W) raw affinities (order `NEIGHBOUR_OFFSETS`), or normalized ones when
+            `normalized` (then Σ|ŵ| ≤ 1 is the caller's responsibility; out-of-image weights are dropped).
+        iterations: number of steps N, or a (B or 1, 1, H, W) integer tensor of per-pixel counts.
+        sparse: (B, 1, H, W) measured depth, metres, 0 = missing; re-imposed after every step.
+        sparse_confidence: (B, 1, H, W) in [0, 1]; gate m of the replacement D ← m·S + (1−m)·D (CSPN++).
+        normalization: see `normalize_affinity` (ignored when `normalized`).
+        dilation: neighbour spacing d (offsets d·o_k).
+        normalized: `affinity` is already normalized.
+
+    Returns:
+        (B, 1, H, W) propagated depth, metres; dtype of h0 (float32 for half inputs); differentiable.
+
+    Raises:
+        ShapeError: wrong shapes or dtypes.
+        ValueError: bad iterations, dilation or normalization.
+    """
+    B, H, W, n = _check_inputs(h0, affinity, iterations, sparse, sparse_confidence, dilation)
+    if not normalized:
+        _check_normalization(normalization)
+    dtype = torch.promote_types(h0.dtype, affinity.dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    h0 = h0.to(dtype)
+    aff = affinity.to(dtype)
+    if sparse is not None:
+        sparse = sparse.to(dtype)
+    if sparse_confidence is not None:
+        sparse_confidence = sparse_confidence.to(dtype)
+    per_pixel = iterations if isinstance(iterations, Tensor) else None
+    if per_pixel is not None:
+        per_pixel = per_pixel.to(h0.device).expand(B, 1, H, W)
+    if n == 0:
+        return h0.clone()
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (h0, aff, sparse, sparse_confidence)
+    )
+    if needs_grad:
+        if not normalized:
+            aff = normalize_affinity(aff, normalization, dilation=dilation)
+        return _propagate_functional(h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized)
+    with torch.no_grad():
+        ws = _workspace(h0.device)
+        if not normalized:
+            aff = _normalize_into(ws, aff, normalization, dilation)
+        return _propagate_inplace(ws, h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized)
+
+
+class _Workspace:
+    """Reusable buffers of the no-grad path (per thread, CPU only).
+
+    Fresh multi-megabyte CPU allocations page-fault on first touch (measured ~11 ms for a 1242×375×8 float32
+    tensor vs ~1 ms to overwrite an existing one), so the buffers are kept between calls while the shapes
+    stay the same.  On CUDA the caching allocator already does this and `_workspace` returns a pass-through.
+    """
+
+    def __init__(self, cache: bool) -> None:
+        self.cache = cache
+        self.buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor, *, zero: bool = False) -> Tensor:
+        """Buffer `name` of `shape` with like's dtype / device; `zero`: zero-filled when (re)created only."""
+        buf = self.buffers.get(name) if self.cache else None
+        if buf is None or tuple(buf.shape) != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.zeros(shape, dtype=like.dtype, device=like.device) if zero else like.new_empty(shape)
+            if self.cache:
+                self.buffers[name] = buf
+        return buf
+
+
+_THREAD_STATE = threading.local()
+
+
+def _workspace(device: torch.device) -> _Workspace:
+    if device.type != "cpu":
+        return _Workspace(cache=False)
+    ws = getattr(_THREAD_STATE, "workspace", None)
+    if ws is None:
+        ws = _THREAD_STATE.workspace = _Workspace(cache=True)
+    return ws
+
+
+def clear_workspace() -> None:
+    """Free the cached CPU buffers of the calling thread (they are rebuilt on the next call)."""
+    _THREAD_STATE.workspace = None
+
+
+def _normalize_into(ws: _Workspace, raw: Tensor, normalization: str, d: int) -> Tensor:
+    """No-grad `normalize_affinity` into a workspace buffer (same math, no large allocations)."""
+    B, _, H, W = raw.shape
+    a = ws.get("affinity", (B, 8, H, W), raw)
+    a.copy_(raw)
+    use_abs = normalization.startswith("8sum_abs")
+    if use_abs:
+        a.abs_()
+    for k in range(8):
+        for rows, cols in _out_of_image_slices(k, H, W, d):
+            a[:, k, rows, cols] = 0
+    total = ws.get("total", (B, 1, H, W), raw)
+    if use_abs:
+        torch.sum(a, dim=1, keepdim=True, out=total)
+    else:
+        scratch = ws.get("scratch", (B, 1, H, W), raw)
+        torch.abs(a[:, 0:1], out=total)
+        for k in range(1, 8):
+            torch.abs(a[:, k : k + 1], out=scratch)
+            total.add_(scratch)
+    floor = 1.0 if normalization.endswith("_clamp") else EPS
+    a.div_(total.clamp_min_(floor))
+    return a
+
+
+def _border_mask(H: int, W: int, d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(1, 8, H, W) 1 where neighbour k lies inside the image, else 0."""
+    m = torch.ones(1, 8, H, W, device=device, dtype=dtype)
+    for k in range(8):
+        for rows, cols in _out_of_image_slices(k, H, W, d):
+            m[:, k, rows, cols] = 0
+    return m
+
+
+def _shift_slices(k: int, H: int, W: int, d: int) -> tuple[slice, slice]:
+    """Slices of a buffer padded by d giving, at (y, x), the value at (y + d·dy, x + d·dx)."""
+    dy, dx = NEIGHBOUR_OFFSETS[k]
+    r0, c0 = d * (1 + dy), d * (1 + dx)
+    return slice(r0, r0 + H), slice(c0, c0 + W)
+
+
+def _propagate_functional(
+    h0: Tensor,
+    aff: Tensor,
+    n: int,
+    per_pixel: Tensor | None,
+    sparse: Tensor | None,
+    conf: Tensor | None,
+    d: int,
+    normalized: bool,
+) -> Tensor:
+    H, W = h0.shape[-2:]
+    if normalized:
+        aff = aff * _border_mask(H, W, d, aff.device, aff.dtype)
+    center = (1 - aff.sum(dim=1, keepdim=True)) * h0
+    gate = gs = None
+    if sparse is not None:
+        valid = (sparse > 0).to(h0.dtype)
+        gate = valid if conf is None else valid * conf
+        gs = gate * sparse
+    h = h0
+    for t in range(n):
+        padded = torch.nn.functional.pad(h, (d, d, d, d))
+        new = center
+        for k in range(8):
+            rows, cols = _shift_slices(k, H, W, d)
+            new = new + aff[:, k : k + 1] * padded[:, :, rows, cols]
+        if gate is not None:
+            new = torch.where(gate > 0, sparse, new) if conf is None else new * (1 - gate) + gs  # type: ignore[arg-type]
+        if per_pixel is not None:
+            new = torch.where(per_pixel > t, new, h)
+        h = new
+    return h
+
+
+def _propagate_inplace(
+    ws: _Workspace,
+    h0: Tensor,
+    aff: Tensor,
+    n: int,
+    per_pixel: Tensor | None,
+    sparse: Tensor | None,
+    conf: Tensor | None,
+    d: int,
+    normalized: bool,
+) -> Tensor:
+    B, _, H, W = h0.shape
+    Hp, Wp = H + 2 * d, W + 2 * d
+    aff = aff.contiguous()
+    # Centre term (1 − Σ ŵ)·H0; with caller-normalized weights, out-of-image weights are subtracted from
+    # the sum (row strip fully, column strip outside the row strip, so corners are not counted twice).
+    center = ws.get("center", (B, 1, H, W), h0)
+    torch.sum(aff, dim=1, keepdim=True, out=center)
+    if normalized:
+        for k in range(8):
+            dy, dx = NEIGHBOUR_OFFSETS[k]
+            r_lo, r_hi = (0, min(d, H)) if dy < 0 else ((max(H - d, 0), H) if dy > 0 else (0, 0))
+            if r_hi > r_lo:
+                center[:, :, r_lo:r_hi, :] -= aff[:, k : k + 1, r_lo:r_hi, :]
+            if dx != 0:
+                cs = slice(0, min(d, W)) if dx < 0 else slice(max(W - d, 0), W)
+                for rs in (slice(0, r_lo), slice(r_hi, H)) if r_hi > r_lo else (slice(0, H),):
+                    center[:, :, rs, cs] -= aff[:, k : k + 1, rs, cs]
+    torch.addcmul(h0, center, h0, value=-1, out=center)  # h0 − Σŵ·h0
+
+    # Padded ping-pong buffers: only interiors are ever written, so the zero borders survive reuse.
+    bufs = [ws.get("ping", (B, 1, Hp, Wp), h0, zero=True), ws.get("pong", (B, 1, Hp, Wp), h0, zero=True)]
+    inner = [b[:, :, d : d + H, d : d + W] for b in bufs]
+    inner[0].copy_(h0)
+    shifted = [[b[:, :, r, c] for r, c in (_shift_slices(k, H, W, d) for k in range(8))] for b in bufs]
+    weights = [aff[:, k : k + 1] for k in range(8)]
+
+    # Sparse replacement: index copies for sparse inputs, two dense passes for dense ones.
+    idx = vals = conf_vals = None
+    keep = add = None
+    if sparse is not None:
+        flat = _flat_valid_indices(sparse)
+        if flat.numel() == 0:
+            pass
+        elif flat.numel() <= _DENSE_SPARSE_FRACTION * sparse.numel():
+            vals = sparse.reshape(-1).index_select(0, flat)
+            if conf is not None:
+                conf_vals = conf.reshape(-1).index_select(0, flat)
+            idx = _padded_index(flat, H, W, d)
+        else:
+            keep = ws.get("keep", (B, 1, H, W), h0)
+            add = ws.get("add", (B, 1, H, W), h0)
+            keep.copy_(sparse > 0)
+            if conf is not None:
+                keep.mul_(conf)
+            torch.mul(keep, sparse, out=add)  # gate·S
+            keep.neg_().add_(1)  # 1 − gate: exactly 0 / 1 without confidence, so S is re-imposed exactly
+
+    # Per-pixel iteration counts: pixels sorted by count; the frozen ones at step t are a prefix.
+    frozen_idx: Tensor | None = None
+    frozen_end: list[int] = []
+    if per_pixel is not None:
+        counts = per_pixel.reshape(-1)
+        order = torch.argsort(counts, stable=True)
+        sorted_counts = counts.index_select(0, order).contiguous()
+        steps = torch.arange(n, device=counts.device, dtype=sorted_counts.dtype)
+        frozen_end = torch.searchsorted(sorted_counts, steps, right=True).tolist()
+        frozen_idx = _padded_index(order, H, W, d)
+
+    src = 0
+    for t in range(n):
+        dst = 1 - src
+        out = inner[dst]
+        s_views = shifted[src]
+        torch.addcmul(center, weights[0], s_views[0], out=out)
+        for k in range(1, 8):
+            out.addcmul_(weights[k], s_views[k])
+        if idx is not None and vals is not None:
+            flat_dst = bufs[dst].view(-1)
+            if conf_vals is None:
+                flat_dst.index_copy_(0, idx, vals)
+            else:
+                flat_dst.index_copy_(0, idx, torch.lerp(flat_dst.index_select(0, idx), vals, conf_vals))
+        elif keep is not None and add is not None:
+            out.mul_(keep).add_(add)
+        if frozen_idx is not None and frozen_end[t] > 0:
+            fi = frozen_idx[: frozen_end[t]]
+            bufs[dst].view(-1).index_copy_(0, fi, bufs[src].view(-1).index_select(0, fi))
+        src = dst
+    return torch.empty_like(h0).copy_(inner[src])
+
+
+def _flat_valid_indices(sparse: Tensor) -> Tensor:
+    """int64 flat indices of sparse > 0 (numpy on the CPU: ~3× faster than torch.nonzero there)."""
+    if sparse.device.type == "cpu":
+        s = sparse.detach().contiguous()
+        return torch.from_numpy(np.flatnonzero(s.numpy().reshape(-1) > 0))
+    return torch.nonzero(sparse.reshape(-1) > 0).reshape(-1)
+
+
+def _padded_index(flat: Tensor, H: int, W: int, d: int) -> Tensor:
+    """Flat (B, 1, H, W) indices -> flat indices of the same pixels in a (B, 1, H + 2d, W + 2d) buffer."""
+    b, rem = flat // (H * W), flat % (H * W)
+    return b * ((H + 2 * d) * (W + 2 * d)) + (rem // W + d) * (W + 2 * d) + (rem % W + d)
