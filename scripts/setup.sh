@@ -58,5 +58,17 @@ if [ "$(cat "$msg_stamp" 2>/dev/null)" != "$want_msg" ] || ! "$PY" -c 'import de
 else
   say "messages and share/ files already installed"
 fi
-"$PY" -c 'import rclpy, torch, cv2, depth_completion_ros.msg' || die "import check failed"
+# tf2_msgs (for /tf and /tf_static) is not on PyPI: build the compat interface when it is missing.
+if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
+  say "building compat/tf2_msgs (TFMessage) into $VENV"
+  export PATH=$VENV/bin:$PATH
+  rm -rf build/tf2_msgs && mkdir -p build
+  { cmake -S compat/tf2_msgs -B build/tf2_msgs -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+      -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF && cmake --build build/tf2_msgs -j2 \
+      && cmake --install build/tf2_msgs; } > build/tf2_msgs.log 2>&1 \
+    || { tail -30 build/tf2_msgs.log; die "tf2_msgs build failed (build/tf2_msgs.log)"; }
+else
+  say "tf2_msgs available"
+fi
+"$PY" -c 'import rclpy, torch, cv2, depth_completion_ros.msg, tf2_msgs.msg' || die "import check failed"
 say "ready: $VENV (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
