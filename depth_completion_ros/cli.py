@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
+    from depth_completion_ros.core.allocator import configure_allocator
+
+    configure_allocator()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     cmd_parser = argparse.ArgumentParser(prog=f"depth-completion {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from rclpy.node import Node
 
+from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.errors import DepthCompletionError, ShapeError
 from depth_completion_ros.ros.params import (
     DEPTH_COMPLETION_PARAMS,
@@ -406,6 +407,7 @@ def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> i
     from rclpy.exceptions import NameValidationException, ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    configure_allocator()  # per-frame image buffers without page faults (core/allocator.py)
     code = 0
     try:
         with rclpy.init(args=args):

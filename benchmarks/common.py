@@ -1,0 +1,68 @@
+"""Shared benchmark helpers: warm-up, median / IQR timing, a printed table and JSON with machine metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["metadata", "print_table", "time_call", "write_json"]
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median and IQR in milliseconds of `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - t0
+    q1, med, q3 = np.percentile(samples * 1e3, [25, 50, 75])
+    return {"median_ms": float(med), "iqr_ms": float(q3 - q1), "repeats": repeats}
+
+
+def metadata() -> dict[str, object]:
+    """Machine and library facts to store beside the figures."""
+    import cv2
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print a fixed-width table; floats with 3 significant decimals."""
+
+    def fmt(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def write_json(path: str | Path | None, results: dict[str, object]) -> None:
+    """Write `results` plus `metadata()` to `path` (no-op for None)."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metadata": metadata(), "results": results}, indent=2))
