@@ -83,6 +83,10 @@ def sparse_error(depth: np.ndarray, gt: np.ndarray) -> tuple[float, float, int]:
     return float(np.sqrt(np.mean(e**2)) * 1e3), float(np.mean(np.abs(e)) * 1e3), int(both.sum())
 
 
+def depth_desc(d: np.ndarray) -> str:
+    return f"{d.shape[1]}x{d.shape[0]} ({np.count_nonzero(d)} points)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=50)
@@ -98,7 +102,8 @@ def main() -> int:
     loop_pts = loop_decode(msg)
     loop_dec = time_call(lambda: loop_decode(msg), 1, warmup=0)
     loop_proj = time_call(lambda: loop_project(loop_pts, T, cam), 1, warmup=0)
-    same = np.allclose(loop_project(loop_pts, T, cam), project_points(xyz, T, cam), rtol=1e-4)
+    ref, ours = loop_project(loop_pts, T, cam), project_points(xyz, T, cam)
+    differ = int(np.count_nonzero(~np.isclose(ref, ours, rtol=1e-4, atol=0.0)))
     rows = [
         ["decode PointCloud2 -> (N,3)", decode["median_ms"], decode["iqr_ms"], loop_dec["median_ms"]],
         ["project into 1242x375", project["median_ms"], project["iqr_ms"], loop_proj["median_ms"]],
@@ -107,11 +112,13 @@ def main() -> int:
     for r in rows:
         r.append(r[3] / r[1])
     print_table(
-        f"{source}: {len(pts)} points (target decode + project <= 2 ms on one core); loop output equal: {same}",
+        f"{source}: {len(pts)} points (target decode + project <= 2 ms on one core); "
+        f"pixels differing from the float64 loop: {differ} of {int(np.count_nonzero(ref))} (float32 rounding at "
+        "pixel borders)",
         ["stage", "median ms", "IQR ms", "per-point loop ms", "ratio"],
         rows,
     )
-    results: dict[str, object] = {"source": source, "points": len(pts), "rows": rows, "loop_equal": bool(same)}
+    results: dict[str, object] = {"source": source, "points": len(pts), "rows": rows, "loop_pixels_differing": differ}
     if source == "KITTI scan":
         raw = KITTI / "raw"
         gt = kitti_png_to_metres(cv2.imread(str(KITTI / "depth_completion/groundtruth_image_02.png"), -1))
@@ -119,17 +126,27 @@ def main() -> int:
         plain = project_points(pts, T, cam)
         deskewed = project_points(deskew_points(pts, v, w), T, cam)
         variants = {
-            "raw scan": plain,
-            "de-skewed": deskewed,
-            "raw + occlusion filter": filter_occluded(plain),
-            "de-skewed + occlusion filter": filter_occluded(deskewed),
+            "raw scan": (plain, None),
+            "de-skewed": (deskewed, None),
+            "raw + occlusion filter": (filter_occluded(plain), plain),
+            "de-skewed + occlusion filter": (filter_occluded(deskewed), deskewed),
         }
-        err_rows = [[name, *sparse_error(d, gt), int(np.count_nonzero(d))] for name, d in variants.items()]
+        err_rows = []
+        for name, (d, before) in variants.items():
+            removed = np.zeros_like(d) if before is None else np.where(d > 0, 0.0, before)
+            both = (removed > 0) & (gt > 0)
+            removed_err = float(np.median(np.abs(removed[both] - gt[both]))) if both.any() else float("nan")
+            err_rows.append(
+                [name, *sparse_error(d, gt), int(np.count_nonzero(d)), int(np.count_nonzero(removed)), removed_err]
+            )
         print_table(
             "Sparse points vs KITTI ground truth (groundtruth_image_02), where both exist",
-            ["input", "RMSE mm", "MAE mm", "pixels with GT", "points"],
+            ["input", "RMSE mm", "MAE mm", "pixels with GT", "points", "removed", "removed: median |err| m"],
             err_rows,
         )
+        filt = time_call(lambda: filter_occluded(deskewed), max(5, args.repeats // 5))
+        print(f"filter_occluded on {depth_desc(deskewed)}: median {filt['median_ms']:.2f} ms")
+        results["filter_occluded_ms"] = filt["median_ms"]
         results["sparse_vs_gt"] = err_rows
     write_json(args.json, results)
     return 0

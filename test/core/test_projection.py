@@ -25,8 +25,10 @@ def _loop_reference(points: np.ndarray, T: np.ndarray, cam: CameraModel, min_dep
     w, h = cam.image_size
     out = np.zeros((h, w), np.float32)
     for p in points:
+        if not np.isfinite(p[:3]).all():
+            continue
         x, y, z = T[:3, :3] @ p[:3] + T[:3, 3]
-        if not np.isfinite(z) or z <= min_depth:
+        if z <= min_depth:
             continue
         u = int(np.floor(cam.K[0, 0] * x / z + cam.K[0, 2] + 0.5))
         v = int(np.floor(cam.K[1, 1] * y / z + cam.K[1, 2] + 0.5))
@@ -63,6 +65,22 @@ def test_zbuffer_keeps_the_nearest_in_any_order() -> None:
 def test_matches_per_point_loop_on_random_cloud(rng: np.random.Generator) -> None:
     pts = rng.uniform([-5, -20, -3], [40, 20, 3], size=(4000, 3))
     pts[::97] = np.nan
+    expected = _loop_reference(pts, T_CAM_FROM_LIDAR, CAM, 0.1)
+    assert np.count_nonzero(expected) > 100
+    np.testing.assert_allclose(project_points(pts, T_CAM_FROM_LIDAR, CAM), expected, rtol=1e-5)
+
+
+def test_chunked_zbuffer_and_non_finite_points(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny chunks: the nearest point of a pixel may come in any chunk; inf/NaN points never land."""
+    import depth_completion_ros.core.projection as projection
+
+    monkeypatch.setattr(projection, "_CHUNK", 7)
+    pts = rng.uniform([-5, -20, -3], [40, 20, 3], size=(600, 3))
+    pts = np.concatenate([pts, pts[:50] * [2.0, 2.0, 2.0], pts[:50] * [0.5, 0.5, 0.5]])  # same rays, other depths
+    pts[::31, 0] = np.inf
+    pts[5::37] = [np.inf, np.inf, np.inf]
+    pts[7::41, 2] = -np.inf
+    pts[9::43, 1] = np.nan
     expected = _loop_reference(pts, T_CAM_FROM_LIDAR, CAM, 0.1)
     assert np.count_nonzero(expected) > 100
     np.testing.assert_allclose(project_points(pts, T_CAM_FROM_LIDAR, CAM), expected, rtol=1e-5)
