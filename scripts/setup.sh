@@ -44,7 +44,8 @@ done
 
 # Messages, launch/config files, ament index entry and ros2-run executables, via the package's CMakeLists.
 msg_stamp=$VENV/.dcr-cmake.sha
-want_msg=$(cat CMakeLists.txt package.xml msg/*.msg scripts/ros_executable.in | sha256sum | cut -d' ' -f1)
+want_msg=$(find CMakeLists.txt package.xml msg scripts/ros_executable.in launch config -type f -print0 | sort -z \
+  | xargs -0 cat | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$msg_stamp" 2>/dev/null)" != "$want_msg" ] || ! "$PY" -c 'import depth_completion_ros.msg' 2>/dev/null; then
   say "generating messages (rosidl) and installing share/ files into $VENV"
   export PATH=$VENV/bin:$PATH
