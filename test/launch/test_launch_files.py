@@ -128,3 +128,40 @@ def test_generate_launch_description(name, tmp_path, monkeypatch):
         rviz = [n for n in nodes if n.node_package == "rviz2"]
         assert len(rviz) == 1
         assert not rviz[0].condition.evaluate(context)
+
+
+def test_launch_service_starts_the_node(tmp_path):
+    """Run kitti.launch.py with the real LaunchService (no bag, no rviz): the node starts with the remaps."""
+    launch = pytest.importorskip("launch")
+    if not hasattr(launch, "LaunchService"):
+        pytest.skip("the launch package is not installed")
+    pytest.importorskip("launch_ros")
+    import subprocess
+    import sys
+
+    from depth_completion_ros.ros.process_env import ros_process_env
+
+    script = tmp_path / "run_launch.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from launch import LaunchDescription, LaunchService\n"
+        "from launch.actions import IncludeLaunchDescription\n"
+        "from launch.launch_description_sources import PythonLaunchDescriptionSource\n"
+        "from ament_index_python.packages import get_package_share_directory\n"
+        "path = get_package_share_directory('depth_completion_ros') + '/launch/kitti.launch.py'\n"
+        "ls = LaunchService(argv=[])\n"
+        "args = {'rviz': 'false', 'bag': '', 'device': 'cpu'}.items()\n"
+        "ls.include_launch_description(LaunchDescription([IncludeLaunchDescription("
+        "PythonLaunchDescriptionSource(path), launch_arguments=args)]))\n"
+        "threading.Thread(target=lambda: (time.sleep(12), ls.shutdown()), daemon=True).start()\n"
+        "sys.exit(ls.run())\n"
+    )
+    env = ros_process_env(ros_home=str(tmp_path / "ros_home"))
+    run = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "ready: input_type=pointcloud" in out, out[-3000:]
+    assert "/kitti/camera/image_raw, /kitti/camera/camera_info, /kitti/velo/points" in out
+    assert "process has finished cleanly" in out
