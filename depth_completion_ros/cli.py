@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "complete": ("depth_completion_ros.tools.complete", "complete a sparse depth PNG with its RGB image"),
     "kitti-to-bag": ("depth_completion_ros.tools.kitti_to_bag", "convert a KITTI raw drive/frame to rosbag2"),
     "play": ("depth_completion_ros.tools.play", "replay a rosbag2 / ROS 1 bag onto live topics"),
+    "launch": ("depth_completion_ros.tools.launch", "start what kitti/tof.launch.py start (no launch_ros needed)"),
     "train": ("depth_completion_ros.tools.train", "train the learned CSPN completer"),
     "evaluate": ("depth_completion_ros.tools.evaluate", "KITTI metrics, panels and sparsification plots"),
 }
