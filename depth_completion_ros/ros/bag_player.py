@@ -1,7 +1,8 @@
 """`bag_player`: replay rosbag2 (mcap / sqlite3) and ROS 1 bags onto live topics at the recorded rate.
 
 For the pip-only setup, where `ros2 bag play` (rosbag2) is not installable; semantics follow it: a rate factor,
-`--loop` (replays the same recorded stamps again, no re-stamping, as `ros2 bag play --loop`), `--start-offset`
+`--delay` before starting (lets discovery finish), `--loop` (replays the same recorded stamps again, no
+re-stamping, as `ros2 bag play --loop`), `--start-offset`
 seconds into the bag, topic selection, and optional `/clock` (rosgraph_msgs/Clock) at `--clock HZ`. ROS 2 bags
 are published as their stored CDR bytes (no deserialization); ROS 1 messages are converted to CDR by rosbags.
 `/tf_static` and other topics recorded as transient-local are republished transient-local.
@@ -56,7 +57,8 @@ class BagPlayer:
         self.start_offset_ns = int(start_offset * 1e9)
         self.clock_hz = float(clock_hz)
         self._stop = threading.Event()
-        self._reader = AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_KILTED))
+        self._ros2_types = get_typestore(Stores.ROS2_KILTED)
+        self._reader = AnyReader([Path(bag)], default_typestore=self._ros2_types)
         self._reader.open()
         wanted = set(topics or [])
         self._connections = [c for c in self._reader.connections if not wanted or c.topic in wanted]
@@ -101,8 +103,8 @@ class BagPlayer:
         return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
     def _payload(self, conn: Any, raw: bytes) -> bytes:
-        """CDR bytes to publish: stored as-is for ROS 2 bags, converted for ROS 1 bags."""
-        return raw if self._reader.is2 else self._reader.typestore.ros1_to_cdr(raw, conn.msgtype)
+        """CDR bytes to publish: stored as-is for ROS 2 bags; ROS 1 bags converted to the ROS 2 type (no Header.seq)."""
+        return raw if self._reader.is2 else bytes(self._ros2_types.ros1_to_cdr(raw, conn.msgtype))
 
     def stop(self) -> None:
         """Stop playing (from any thread)."""
@@ -152,6 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="replay forever")
     parser.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start")
     parser.add_argument("--topics", nargs="+", help="only these topics")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (discovery)")
     parser.add_argument("--clock", type=float, nargs="?", const=100.0, default=0.0, help="publish /clock at HZ")
 
 
@@ -181,6 +184,8 @@ def run(args: argparse.Namespace, ros_args: Sequence[str] | None = None) -> int:
         # Publishing needs no executor: the node has no callbacks.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: player.stop())
+        if args.delay > 0:
+            time.sleep(args.delay)
         t0 = time.monotonic()
         count = player.play()
         time.sleep(0.2)  # let the last messages leave before the node goes away

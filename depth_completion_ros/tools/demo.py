@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--kitti-dir", type=Path, help="KITTI frame dir (default: ../shared/data/kitti_dc_frame)")
     parser.add_argument("--synthetic", action="store_true", help="use a generated scene even if KITTI is there")
-    parser.add_argument("--frames", type=int, default=20, help="frames to replay (10 Hz)")
+    parser.add_argument("--frames", type=int, default=20, help="outputs to collect (the bag loops at 10 Hz)")
     parser.add_argument("--method", default="default", choices=("default", "cspn"))
     parser.add_argument("--checkpoint", default="", help="safetensors checkpoint for --method cspn")
     parser.add_argument("--device", default="auto")
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     except (DepthCompletionError, OSError) as exc:
         print(f"depth-completion demo: error: {exc}", file=sys.stderr)
         return 2
-    print(f"[demo] input: {source}; bag {work / 'bag'} ({args.frames} frames at 10 Hz)")
+    print(f"[demo] input: {source}; bag {work / 'bag'} ({args.frames} frames at 10 Hz, looped)")
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -163,18 +163,16 @@ def run(args: argparse.Namespace) -> int:
             node_proc = subprocess.Popen(_node_command(calib, args), env=env, stdout=log, stderr=subprocess.STDOUT)
             procs.append(node_proc)
             _wait_for(node_log, "ready:", node_proc, 60.0)
+            # Looping replay until `frames` outputs came back: robust to how long DDS discovery takes.
             player = subprocess.Popen(
-                [sys.executable, "-m", "depth_completion_ros.ros.bag_player", str(work / "bag")],
+                [sys.executable, "-m", "depth_completion_ros.ros.bag_player", str(work / "bag"), "--loop"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
             procs.append(player)
             deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                if player.poll() is not None and collector.counts["depth"] >= 1:
-                    time.sleep(1.0)  # the last frame's outputs
-                    break
+            while time.monotonic() < deadline and collector.counts["stats"] < args.frames:
                 time.sleep(0.1)
         except DepthCompletionError as exc:
             print(f"depth-completion demo: error: {exc}", file=sys.stderr)
@@ -231,7 +229,7 @@ def _write_results(
         "method": args.method,
         "model": completer.model_name,
         "device": str(completer.device),
-        "frames_sent": args.frames,
+        "frames_wanted": args.frames,
         "outputs_received": counts,
         "wall_time_s": round(wall_s, 2),
         "node_vs_offline_max_abs_diff_m": float(np.abs(dense[both] - offline[both]).max()) if both.any() else None,

@@ -1,0 +1,55 @@
+"""`depth-completion launch` starts what the launch files start: same executable, config, remaps and defaults."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from depth_completion_ros.cli import main
+from depth_completion_ros.tools.launch import launch_file_defaults, plan
+
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
+
+
+def _declared(name: str) -> set[str]:
+    tree = ast.parse((LAUNCH / f"{name}.launch.py").read_text())
+    return {
+        n.args[0].value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "DeclareLaunchArgument" and n.args
+        if isinstance(n.args[0], ast.Constant)
+    }
+
+
+def test_kitti_plan_matches_launch_file() -> None:
+    values = launch_file_defaults("kitti")
+    assert set(values) == _declared("kitti") == {"bag", "rate", "loop", "method", "checkpoint", "device", "rviz"}
+    assert values["rate"] == "1.0" and values["method"] == "default"
+    values.update(bag="/data/kitti_bag", loop="true", rviz="false", method="cspn", checkpoint="/m.safetensors")
+    procs = dict(plan("kitti", values))
+    node = procs["depth_completion_node"]
+    assert node[1:3] == ["-m", "depth_completion_ros.ros.depth_completion_node"]
+    assert node[node.index("--params-file") + 1].endswith("config/kitti.yaml")
+    assert "method:=cspn" in node and "checkpoint:=/m.safetensors" in node
+    remaps = {node[i + 1] for i, a in enumerate(node) if a == "-r"}
+    assert remaps == {
+        "rgb/image:=/kitti/camera/image_raw",
+        "rgb/camera_info:=/kitti/camera/camera_info",
+        "lidar/points:=/kitti/velo/points",
+    }
+    assert procs["bag_play"][-4:] == ["/data/kitti_bag", "--rate", "1.0", "--loop"]
+    assert "rviz2" not in procs
+
+
+def test_tof_plan_uses_topic_arguments() -> None:
+    values = launch_file_defaults("tof")
+    assert set(values) == _declared("tof") | {"image", "camera_info", "depth", "depth_camera_info"}
+    values["depth"] = "/my/depth"
+    node = dict(plan("tof", values))["depth_completion_node"]
+    assert "sensor_depth/image:=/my/depth" in node
+    assert node[node.index("--params-file") + 1].endswith("config/tof.yaml")
+
+
+def test_unknown_argument_is_exit_2(capsys) -> None:
+    assert main(["launch", "kitti", "nope:=1", "--print"]) == 2
+    assert "unknown argument" in capsys.readouterr().err
