@@ -203,7 +203,14 @@ DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(name="checkpoint", default="", kind="str", description="safetensors checkpoint (method cspn)"),
     ParamSpec(name="device", default="auto", kind="str", choices=("auto", "cpu", "cuda"), description="Torch device"),
-    ParamSpec(name="num_threads", default=0, kind="int", low=0, high=256, description="Torch CPU threads (0 = keep)"),
+    ParamSpec(
+        name="num_threads",
+        default=CompleterConfig().num_threads,
+        kind="int",
+        low=0,
+        high=256,
+        description="Torch CPU threads (0 = torch's default, one per core)",
+    ),
     ParamSpec(
         name="iterations",
         default=CompleterConfig().iterations,

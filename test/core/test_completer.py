@@ -12,10 +12,6 @@ from depth_completion_ros.core.fill import ip_basic_fill, nearest_fill
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
 
 
-def _needs_propagation():
-    pytest.importorskip("depth_completion_ros.core.propagation")
-
-
 def _scene(rng, h=96, w=128):
     """Two regions split by an RGB-visible slanted boundary, with different depths."""
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -69,7 +65,6 @@ class TestValidation:
 
 
 def test_default_synthetic(rng):
-    _needs_propagation()
     rgb, sp, gt = _scene(rng)
     depth, conf = DepthCompleter().complete(rgb, sp)
     assert depth.shape == gt.shape and depth.dtype == np.float32 and (depth > 0).all()
@@ -85,7 +80,6 @@ def test_default_synthetic(rng):
 
 @pytest.mark.parametrize("scale", [0.1, 250.0])
 def test_default_depth_range(rng, scale):
-    _needs_propagation()
     rgb, sp, gt = _scene(rng, 64, 80)
     f = np.float32(scale / 25.0)
     depth, _ = DepthCompleter().complete(rgb, sp * f)
@@ -105,7 +99,6 @@ def _kitti(d, cam):
 @pytest.mark.shared_data
 @pytest.mark.parametrize("cam", [2, 3])
 def test_kitti_beats_baselines_and_confidence(kitti_dc_dir, cam):
-    _needs_propagation()
     rgb, sp, gt = _kitti(kitti_dc_dir, cam)
     depth, conf = DepthCompleter().complete(rgb, sp)
     ours = compute_metrics(depth, gt)
@@ -128,7 +121,6 @@ def _tum(d):
 @pytest.mark.parametrize("case", ["spot_grid", "holes", "random1", "random5"])
 def test_tum_beats_baselines(tum_dir, case):
     """ToF / structured-light-like inputs from the TUM frame (ground truth = the full depth)."""
-    _needs_propagation()
     rgb, gt = _tum(tum_dir)
     r = np.random.default_rng(0)
     sp = np.zeros_like(gt)

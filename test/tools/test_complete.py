@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from depth_completion_ros.cli import main
 
@@ -22,7 +21,6 @@ def _write_inputs(tmp_path, rng, h=40, w=56, sparse_w=None):
 
 
 def test_roundtrip_8_and_16_bit(tmp_path, rng):
-    pytest.importorskip("depth_completion_ros.core.propagation")
     sp = _write_inputs(tmp_path, rng)
     for bits, dtype in ((8, np.uint8), (16, np.uint16)):
         out, conf = tmp_path / f"d{bits}.png", tmp_path / f"c{bits}.png"
@@ -128,7 +126,6 @@ def test_bad_checkpoint(tmp_path, rng, capsys):
 
 
 def test_garbage_checkpoint(tmp_path, rng, capsys):
-    pytest.importorskip("depth_completion_ros.core.checkpoint")
     _write_inputs(tmp_path, rng)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
