@@ -32,7 +32,8 @@ import numpy as np
 from rclpy.node import Node
 
 from depth_completion_ros.core.allocator import configure_allocator
-from depth_completion_ros.core.errors import DepthCompletionError, ShapeError
+from depth_completion_ros.core.errors import DataError, DepthCompletionError, ShapeError
+from depth_completion_ros.core.projection import project_points, register_depth
 from depth_completion_ros.ros.params import (
     DEPTH_COMPLETION_PARAMS,
     DepthCompletionNodeConfig,
@@ -321,9 +322,13 @@ class DepthCompletionNode(Node):
                 raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")
             t_decoded = time.monotonic()
             T = self.extrinsics.lookup(camera_frame, cloud.header.frame_id, cloud.header.stamp)
-            from depth_completion_ros.core.projection import project_points
-
             sparse = project_points(points, T, camera, min_depth=cfg.min_depth, max_depth=cfg.completer.max_depth)
+            if not sparse.any():
+                raise DataError(
+                    f"none of the {n_input} points of {cfg.points_topic} lands in the image (all behind the camera, "
+                    f"outside its field of view or beyond [{cfg.min_depth}, {cfg.completer.max_depth}] m): "
+                    "check the extrinsics"
+                )
         else:
             depth_msg, depth_info = msgs[2], msgs[3]
             depth_src = conv.image_to_depth_metres(depth_msg)
@@ -343,8 +348,6 @@ class DepthCompletionNode(Node):
                 ).astype(np.float32)
             else:
                 T = self.extrinsics.lookup(camera_frame, depth_frame, depth_msg.header.stamp)
-                from depth_completion_ros.core.projection import register_depth
-
                 sparse = register_depth(depth_src, depth_cam, camera, T)
                 sparse = np.where((sparse >= cfg.min_depth) & (sparse <= cfg.completer.max_depth), sparse, 0.0).astype(
                     np.float32

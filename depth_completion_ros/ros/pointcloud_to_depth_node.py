@@ -17,6 +17,7 @@ import numpy as np
 from rclpy.node import Node
 
 from depth_completion_ros.core.errors import DepthCompletionError, ShapeError
+from depth_completion_ros.core.projection import project_points
 from depth_completion_ros.ros.depth_completion_node import (
     InputMonitor,
     Throttle,
@@ -88,7 +89,6 @@ class PointcloudToDepthNode(Node):
             self.get_logger().warning(f"frame skipped ({key}): {text} [frames_failed={self.frames_failed}]")
 
     def _process(self, cloud: Any, info: Any) -> None:
-        from depth_completion_ros.core.projection import project_points
         from depth_completion_ros.ros import conversions as conv
 
         cfg = self.config
