@@ -1,0 +1,198 @@
+"""End-to-end benchmark of depth_completion_node at KITTI size: message in -> depth out over DDS.
+
+A publisher in this process sends the shared KITTI frame (RGB 1242x375, CameraInfo, 122k-point cloud; a
+synthetic scene when ../shared is absent) stamped with the wall clock at each send; the node runs as its own
+process with config/kitti.yaml. Latency = depth received - input stamp (p50 / p99); sustained rate = depth
+outputs per second; drops from the node's `stats`; RSS of the node process. Baseline in the same run: the
+same frame through the core API in this process (decode + project + complete), i.e. the node's overhead.
+Usage: .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--rates 10 30] [--json out/bench_node.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import print_table, time_call, write_json
+
+from depth_completion_ros.core.allocator import configure_allocator
+from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
+from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
+from depth_completion_ros.tools.project import default_kitti_dir
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rates", type=float, nargs="+", default=[10.0, 30.0])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    configure_allocator()
+    env = ros_process_env()
+    os.environ.update(env)
+
+    import rclpy
+    from depth_completion_ros.msg import NodeStats
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
+
+    from depth_completion_ros.core.completer import DepthCompleter
+    from depth_completion_ros.core.projection import project_points
+    from depth_completion_ros.ros.conversions import (
+        array_to_image,
+        camera_model_to_camera_info,
+        pointcloud2_to_xyz,
+        xyz_to_pointcloud2,
+    )
+    from depth_completion_ros.ros.params import depth_completion_config, load_params_file
+
+    kitti = default_kitti_dir()
+    if kitti.is_dir():
+        calib, frames, _ = iter_kitti_frames(kitti)
+        frame = next(frames)
+        rgb, scan, source = frame.rgb, frame.scan, "KITTI frame"
+    else:
+        from depth_completion_ros.core.calibration import KittiCalibration
+        from depth_completion_ros.data.synthetic import generate_scene
+
+        scene = generate_scene(seed=0)
+        calib = KittiCalibration(scene.camera, scene.T_camera_from_lidar)
+        rgb, scan, source = scene.rgb, scene.points_lidar, "synthetic scene"
+
+    # Baseline: the same work through the core API in one process (no DDS, no messages).
+    values = load_params_file(package_share_path("config/kitti.yaml"), "depth_completion_node")
+    completer = DepthCompleter(depth_completion_config(values).completer)
+    cloud_msg = xyz_to_pointcloud2(scan[:, :3], Header(frame_id="velo_link"), fields="xyzi", intensity=scan[:, 3])
+
+    def core_pipeline() -> None:
+        pts = pointcloud2_to_xyz(cloud_msg)
+        sparse = project_points(pts, calib.T_camera_from_velo, calib.camera, min_depth=0.5, max_depth=90.0)
+        completer.complete(rgb, sparse)
+
+    core = time_call(core_pipeline, 20)
+
+    matrix = ",".join(repr(float(v)) for v in calib.T_camera_from_velo.ravel())
+    cmd = [sys.executable, "-m", "depth_completion_ros.ros.depth_completion_node", "--ros-args"]
+    cmd += ["--params-file", str(package_share_path("config/kitti.yaml")), "-p", f"extrinsic_matrix:=[{matrix}]"]
+    cmd += ["-p", "publish_points:=false"]
+    log = Path(env["ROS_HOME"]) / "bench_node.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    node_proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    rows, results = [], {"source": source, "core_pipeline": core}
+    with rclpy.init():
+        node = rclpy.create_node("bench_node_driver")
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = {
+            "image": node.create_publisher(Image, "/rgb/image", qos),
+            "info": node.create_publisher(CameraInfo, "/rgb/camera_info", qos),
+            "cloud": node.create_publisher(PointCloud2, "/lidar/points", qos),
+        }
+        latencies: list[float] = []
+        stats: list = []
+
+        def on_depth(msg: Image) -> None:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            latencies.append(time.time() - stamp)
+
+        node.create_subscription(Image, "/depth", on_depth, qos)
+        node.create_subscription(NodeStats, "/stats", stats.append, qos)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        while "ready:" not in log.read_text(errors="replace"):
+            if node_proc.poll() is not None:
+                print(log.read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        while any(p.get_subscription_count() == 0 for p in pubs.values()):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        image_msg = array_to_image(rgb, "rgb8", Header(frame_id="kitti_camera_optical"))
+        info_msg = camera_model_to_camera_info(calib.camera, Header(frame_id="kitti_camera_optical"))
+
+        def send() -> None:
+            now = time.time()
+            sec, nsec = int(now), int((now - int(now)) * 1e9)
+            for msg in (info_msg, cloud_msg, image_msg):
+                msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nsec
+            pubs["info"].publish(info_msg)
+            pubs["cloud"].publish(cloud_msg)
+            pubs["image"].publish(image_msg)
+
+        for _ in range(5):  # warm-up
+            send()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        rss0 = _rss_mb(node_proc.pid)
+        for rate in args.rates:
+            latencies.clear()
+            n0 = len(stats)
+            dropped0 = stats[-1].frames_dropped if stats else 0
+            t0 = time.monotonic()
+            sent = 0
+            while time.monotonic() - t0 < args.seconds:
+                send()
+                sent += 1
+                next_t = t0 + sent / rate
+                time.sleep(max(0.0, next_t - time.monotonic()))
+            time.sleep(1.0)
+            got = len(latencies)
+            lat = np.array(latencies) * 1e3
+            new_stats = stats[n0:]
+            dropped = (new_stats[-1].frames_dropped - dropped0) if new_stats else 0
+            completion = np.median([s.completion_ms for s in new_stats]) if new_stats else float("nan")
+            row = [
+                f"{rate:.0f} Hz in",
+                sent,
+                got,
+                got / args.seconds,
+                float(np.percentile(lat, 50)) if got else float("nan"),
+                float(np.percentile(lat, 99)) if got else float("nan"),
+                float(completion),
+                int(dropped),
+            ]
+            rows.append(row)
+            results[f"rate_{rate:g}"] = dict(
+                zip(
+                    ["input", "sent", "received", "out_hz", "p50_ms", "p99_ms", "completion_ms", "dropped"],
+                    row,
+                    strict=True,
+                )
+            )
+        rss1 = _rss_mb(node_proc.pid)
+        executor.shutdown(timeout_sec=1.0)
+    node_proc.send_signal(2)
+    node_proc.wait(15)
+    print_table(
+        f"depth_completion_node end to end, {source} 1242x375, {len(scan)} points, default method "
+        f"(core API in-process baseline: {core['median_ms']:.1f} ms/frame = {1e3 / core['median_ms']:.1f} Hz)",
+        ["input", "sent", "depth out", "out Hz", "latency p50 ms", "p99 ms", "completion ms", "dropped"],
+        rows,
+    )
+    print(f"node RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end ({100 * (rss1 - rss0) / rss0:+.1f} %)")
+    results["rss_mb"] = {"after_warmup": rss0, "end": rss1}
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
