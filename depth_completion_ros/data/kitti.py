@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from depth_completion_ros.core.calibration import parse_kitti_calib_file
 from depth_completion_ros.core.errors import CalibrationError, DataError
 from depth_completion_ros.core.units import kitti_png_to_metres
 from depth_completion_ros.data.augment import AugmentConfig, Frame, augment, bottom_crop, check_frame, to_sample
@@ -75,17 +76,11 @@ def read_depth_png(path: Path) -> np.ndarray:
 
 def read_p_rect(calib_cam_to_cam: Path, camera: str = "image_02") -> np.ndarray:
     """(3, 3) float64 intrinsics of the rectified camera (left 3x3 of P_rect_0X) from calib_cam_to_cam.txt."""
-    key = f"P_rect_{camera[-2:]}:"
-    try:
-        for line in calib_cam_to_cam.read_text().splitlines():
-            if line.startswith(key):
-                vals = np.array([float(v) for v in line[len(key) :].split()], dtype=np.float64)
-                if vals.size != 12:
-                    break
-                return vals.reshape(3, 4)[:, :3].copy()
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"cannot read {key[:-1]} from {calib_cam_to_cam}: {exc}") from exc
-    raise CalibrationError(f"{calib_cam_to_cam} has no valid {key[:-1]} (12 numbers)")
+    key = f"P_rect_{camera[-2:]}"
+    values = parse_kitti_calib_file(calib_cam_to_cam)  # the one KITTI calibration parser
+    if key not in values or values[key].size != 12:
+        raise CalibrationError(f"{calib_cam_to_cam} has no valid {key} (12 numbers)")
+    return values[key].reshape(3, 4)[:, :3].copy()
 
 
 def _read_k(path: Path, camera: str) -> np.ndarray:
