@@ -29,7 +29,8 @@ def _bag(tmp_path: Path) -> Path:
 
 
 def _play(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "depth_completion_ros.ros.bag_player", *args]
+    # --delay: let discovery with this test's subscribers finish before the first message goes out.
+    cmd = [sys.executable, "-m", "depth_completion_ros.ros.bag_player", "--delay", "2", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -71,7 +72,7 @@ def test_player_rejects_bad_bag(tmp_path, ros_env) -> None:
 
 def test_player_replays_ros1_bag(luminar_bag, ros_env, ros_peer) -> None:
     clouds = ros_peer.collector(PointCloud2, "/luminar_pointcloud")
-    run = _play(ros_env, str(luminar_bag), "--topics", "/luminar_pointcloud", "--rate", "4", "--delay", "2")
+    run = _play(ros_env, str(luminar_bag), "--topics", "/luminar_pointcloud", "--rate", "4")
     assert run.returncode == 0, run.stderr
     got = clouds.wait(5)
     assert {f.name for f in got[0].fields} >= {"x", "y", "z", "intensity"}
