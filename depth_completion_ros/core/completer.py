@@ -6,6 +6,7 @@ from a safetensors checkpoint).  The device is chosen once, at construction.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,19 @@ class DepthCompleter:
         """
         rgb_a, sparse = _validate(rgb, sparse_depth)
         if self.config.method == "cspn":
-            return self._complete_cspn(rgb_a, sparse)
+            try:
+                return self._complete_cspn(rgb_a, sparse)
+            except torch.cuda.OutOfMemoryError:
+                if self._device.type != "cuda":
+                    raise
+                # Out of GPU memory: fall back to the CPU for good (a robot keeps running, slower).
+                warnings.warn(
+                    "CUDA out of memory; the learned model falls back to the CPU", RuntimeWarning, stacklevel=2
+                )
+                torch.cuda.empty_cache()
+                self._device = torch.device("cpu")
+                self._model = self._model.to(self._device)
+                return self._complete_cspn(rgb_a, sparse)
         return self._complete_default(rgb_a, sparse)
 
     def _complete_default(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

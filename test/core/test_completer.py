@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
 from depth_completion_ros.core.errors import CheckpointError, DataError, ShapeError
@@ -137,3 +138,30 @@ def test_tum_beats_baselines(tum_dir, case):
     assert ours.rmse_mm < min(ipb.rmse_mm, nn.rmse_mm)
     if case in ("spot_grid", "holes"):  # known gap: on random points nearest fill keeps a lower MAE
         assert ours.mae_mm < min(ipb.mae_mm, nn.mae_mm)
+
+
+def test_cuda_out_of_memory_falls_back_to_cpu(monkeypatch, rng):
+    """A CUDA OOM during inference: one warning, the model moves to the CPU, the frame is still completed."""
+    from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
+
+    completer = DepthCompleter(CompleterConfig(method="cspn", allow_random_weights=True, device="cpu"))
+    completer._device = torch.device("cuda")  # pretend the model was placed on a GPU
+    calls = []
+    real = completer._complete_cspn
+
+    def flaky(rgb, sparse):
+        calls.append(completer._device.type)
+        if completer._device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(rgb, sparse)
+
+    monkeypatch.setattr(completer, "_complete_cspn", flaky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    rgb, sp, _ = _scene(rng, 32, 48)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        depth, _ = completer.complete(rgb, sp)
+    assert calls == ["cuda", "cpu"]
+    assert completer.device.type == "cpu"
+    assert depth.shape == sp.shape and np.isfinite(depth).all()
+    completer.complete(rgb, sp)  # stays on the CPU, no second warning needed
+    assert calls[-1] == "cpu"
