@@ -7,6 +7,7 @@ from a safetensors checkpoint).  The device is chosen once, at construction.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,16 @@ class DepthCompleter:
         # transfers than it saves, so only the learned model follows `device`.
         self._device = resolve_device(cfg.device) if cfg.method == "cspn" else torch.device("cpu")
         self._model: Any = None
+        self._executor: ThreadPoolExecutor | None = None
         self._model_name = "ip-basic-family fill + rgb-affinity cspn (weight-free)"
         if cfg.method == "cspn":
             self._load_model()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """One worker thread for the stage that runs beside the fill (created on first use)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcr-affinity")
+        return self._executor
 
     def _load_model(self) -> None:
         cfg = self.config
@@ -156,13 +164,20 @@ class DepthCompleter:
 
     def _complete_default(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
+        # The RGB affinities do not depend on the depth: compute them on a second thread while this one fills
+        # (both are OpenCV / numpy work that releases the GIL), which overlaps the two largest stages.
+        affinity = None
+        if cfg.iterations > 0:
+            affinity = self._pool().submit(
+                rgb_affinity_numpy, rgb, sigma_scale=cfg.colour_sigma_scale, anchor=cfg.anchor
+            )
         fr = classical_fill_detailed(sparse, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur)
         initial = fr.depth
         depth = initial
-        if cfg.iterations > 0:
+        if affinity is not None:
             from .propagation import cspn_propagate
 
-            w = torch.from_numpy(rgb_affinity_numpy(rgb, sigma_scale=cfg.colour_sigma_scale, anchor=cfg.anchor))
+            w = torch.from_numpy(affinity.result())
             with torch.inference_mode():
                 h0 = torch.from_numpy(initial)[None, None]
                 s = torch.from_numpy(np.ascontiguousarray(fr.anchors))[None, None]
