@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from depth_completion_ros.core.affinity import rgb_affinity_numpy
+from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
 from depth_completion_ros.core.confidence import default_confidence
 from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill
@@ -177,6 +178,7 @@ def main():
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
     torch.manual_seed(0)
     cases = {
         "kitti_02": kitti(2),

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from std_msgs.msg import Header
 
+from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.ros import compat
 from depth_completion_ros.ros import conversions as conv
 
@@ -136,6 +137,7 @@ def make_inputs(rng: np.random.Generator) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--baseline-repeats", type=int, default=3)

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity
 
 
@@ -72,6 +73,7 @@ def _pair(mode: str, h0, raw, aff, sparse, n: int):
 
 
 def main() -> int:
+    configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=1242)
     ap.add_argument("--height", type=int, default=375)
