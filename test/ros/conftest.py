@@ -140,13 +140,18 @@ def _yaml_value(value: Any) -> str:
     return str(value)
 
 
+def stamp_ns(msg: Any) -> int:
+    """Header stamp of `msg` in nanoseconds."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
 class Collector:
     """Messages received on one topic, thread-safe; `wait(n)` blocks until at least n arrived."""
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
         self.times: list[float] = []
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
 
     def __call__(self, msg: Any) -> None:
         with self._cond:
@@ -165,6 +170,29 @@ class Collector:
         with self._cond:
             self.messages.clear()
             self.times.clear()
+
+    @staticmethod
+    def stamp_of(msg: Any) -> int:
+        """Header stamp of `msg` in nanoseconds (for test modules, which cannot import this file)."""
+        return stamp_ns(msg)
+
+    def with_stamp(self, t_ns: int) -> tuple[Any, float] | None:
+        """The newest message whose header stamp is `t_ns` (nanoseconds) and its arrival time, or None."""
+        with self._cond:
+            for msg, at in zip(reversed(self.messages), reversed(self.times), strict=True):
+                if stamp_ns(msg) == t_ns:
+                    return msg, at
+        return None
+
+    def wait_stamp(self, t_ns: int, timeout: float = 20.0) -> tuple[Any, float]:
+        """Block until a message stamped `t_ns` arrived: (message, arrival time); fail after `timeout` s."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.with_stamp(t_ns) is not None, timeout):
+                recent = [stamp_ns(m) for m in self.messages[-5:]]
+                pytest.fail(f"no message with stamp {t_ns} within {timeout} s (latest: {recent})")
+        found = self.with_stamp(t_ns)
+        assert found is not None
+        return found
 
 
 class RosPeer:

@@ -30,7 +30,7 @@ def _bag(tmp_path: Path) -> Path:
 
 def _play(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     # --delay: let discovery with this test's subscribers finish before the first message goes out.
-    cmd = [sys.executable, "-m", "depth_completion_ros.ros.bag_player", "--delay", "2", *args]
+    cmd = [sys.executable, "-m", "depth_completion_ros.ros.bag_player", "--delay", "3", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -58,25 +58,6 @@ def lidar_points(step: int = 4) -> tuple[np.ndarray, np.ndarray]:
     return p_lidar.astype(np.float32), expected
 
 
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * S + msg.header.stamp.nanosec
-
-
-def _wait_stamp(collector, t_ns: int, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in list(collector.messages):
-            if _stamp_ns(m) == t_ns:
-                return m
-        time.sleep(0.02)
-    stamps = [_stamp_ns(m) for m in collector.messages]
-    pytest.fail(f"no output with stamp {t_ns} within {timeout} s (got {stamps[-5:]})")
-
-
-def _has_stamp(collector, t_ns: int) -> bool:
-    return any(_stamp_ns(m) == t_ns for m in list(collector.messages))
-
-
 def _set_parameters(peer, node_name: str, **values):
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
@@ -147,23 +128,23 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
     # ---- 1. outputs: types, encodings, sizes, stamps, values
     t1 = 100 * S + 123
     send(t1)
-    depth_msg = _wait_stamp(out["depth"], t1)
+    depth_msg = out["depth"].wait_stamp(t1)[0]
     assert (depth_msg.encoding, depth_msg.width, depth_msg.height) == ("32FC1", W, H)
     assert depth_msg.header.frame_id == CAM
     for key in ("confidence", "sparse", "color", "info", "points", "stats"):
-        _wait_stamp(out[key], t1)
-    conf = _image_array(_wait_stamp(out["confidence"], t1))
+        out[key].wait_stamp(t1)
+    conf = _image_array(out["confidence"].wait_stamp(t1)[0])
     assert conf.shape == (H, W)
     assert np.nanmin(conf) >= 0.0
     assert np.nanmax(conf) <= 1.0
-    color = _wait_stamp(out["color"], t1)
+    color = out["color"].wait_stamp(t1)[0]
     assert (color.encoding, color.width, color.height) == ("rgb8", W, H)
-    info = _wait_stamp(out["info"], t1)
+    info = out["info"].wait_stamp(t1)[0]
     assert (info.width, info.height) == (W, H)
     np.testing.assert_allclose(info.k, [FX, 0, CX, 0, FY, CY, 0, 0, 1])
     assert info.header.frame_id == CAM
 
-    sparse = _image_array(_wait_stamp(out["sparse"], t1))
+    sparse = _image_array(out["sparse"].wait_stamp(t1)[0])
     got = np.isfinite(sparse)
     assert got.sum() >= 0.8 * np.isfinite(expected_sparse).sum()  # occlusion filtering may drop a few
     assert np.all(np.isfinite(expected_sparse)[got]), "sparse depth at pixels no point projects to"
@@ -177,13 +158,13 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
     wall = np.concatenate([dense[:, : u0 - 10].ravel(), dense[:, u1 + 10 :].ravel()])
     assert np.mean(np.abs(wall[np.isfinite(wall)] - 8.0) < 0.4) > 0.9
 
-    cloud_out = _wait_stamp(out["points"], t1)
+    cloud_out = out["points"].wait_stamp(t1)[0]
     assert {f.name for f in cloud_out.fields} >= {"x", "y", "z", "rgb"}
     assert cloud_out.header.frame_id == CAM
     n_out = cloud_out.width * cloud_out.height
     assert 0 < n_out <= (W // 4) * (H // 4)
 
-    stats = _wait_stamp(out["stats"], t1)
+    stats = out["stats"].wait_stamp(t1)[0]
     assert stats.frames_processed >= 1
     assert stats.method == "default"
     assert stats.input_points == len(points)
@@ -196,9 +177,9 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
     send(t2, cloud_dt=200_000_000)  # cloud 200 ms after image (slop 50 ms)
     t3 = 102 * S
     send(t3, cloud_dt=20_000_000)  # 20 ms: matches
-    _wait_stamp(out["depth"], t3)
+    out["depth"].wait_stamp(t3)
     time.sleep(0.3)
-    assert not _has_stamp(out["depth"], t2)
+    assert out["depth"].with_stamp(t2) is None
 
     # ---- 3. bad inputs: one clear log line each; the next good frame is processed
     good_points_msg = msgs.cloud(points, 0, LIDAR)
@@ -229,10 +210,10 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
         node.wait_for_log(pattern, timeout=15, start=start)
         assert node.count(r"frame skipped", start=start) == 1, label
         time.sleep(0.2)
-        assert not _has_stamp(out["depth"], t), label
+        assert out["depth"].with_stamp(t) is None, label
         t += S
         send(t)
-        _wait_stamp(out["depth"], t)
+        out["depth"].wait_stamp(t)
         t += S
     assert node.proc.poll() is None
 
@@ -245,7 +226,7 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
     assert not refused.successful
     n_points = len(out["points"].messages)
     send(t)
-    _wait_stamp(out["depth"], t)
+    out["depth"].wait_stamp(t)
     time.sleep(0.3)
     assert len(out["points"].messages) == n_points  # publish_points switched off
     t += S
@@ -260,11 +241,11 @@ def test_pointcloud_node_end_to_end(start_node, ros_peer, msgs):
         sent.append(t)
         t += S
         time.sleep(0.05)
-    last = _wait_stamp(out["depth"], sent[-1], timeout=30)  # the newest set is always processed
+    last = out["depth"].wait_stamp(sent[-1], timeout=30)[0]  # the newest set is always processed
     time.sleep(1.0)
     processed = len(out["depth"].messages) - before
     assert processed <= 4, f"{processed} of 12 processed: inputs were queued, not dropped"
-    stats = _wait_stamp(out["stats"], _stamp_ns(last))
+    stats = out["stats"].wait_stamp(out["depth"].stamp_of(last))[0]
     assert stats.frames_dropped >= 12 - processed - 1
     assert node.stop() == 0
 
@@ -313,8 +294,8 @@ def test_depth_image_input(start_node, ros_peer, msgs):
         pubs["dinfo"].publish(msgs.camera_info(t, CAM, W, H, FX, FY, CX, CY))
         pubs["depth"].publish(msgs.image(array, t, CAM, encoding=encoding))
         pubs["image"].publish(msgs.image(scene_rgb(), t, CAM))
-        dense = _image_array(_wait_stamp(out_depth, t))
-        sparse = _image_array(_wait_stamp(out_sparse, t))
+        dense = _image_array(out_depth.wait_stamp(t)[0])
+        sparse = _image_array(out_sparse.wait_stamp(t)[0])
         np.testing.assert_allclose(sparse[::6, ::6], truth[::6, ::6], atol=1e-3)
         assert np.isnan(sparse[1::6, 1::6]).all()
         valid = np.isfinite(dense)
@@ -359,7 +340,7 @@ def test_tum_depth_input_matches_offline_core(start_node, ros_peer, msgs, tum_di
     pubs[1].publish(msgs.camera_info(t, "rgb", w, h, 525.0, 525.0, 319.5, 239.5))
     pubs[2].publish(msgs.image(spots, t, "rgb", encoding="32FC1"))
     pubs[3].publish(msgs.image(rgb, t, "rgb"))
-    dense = np.frombuffer(bytes(_wait_stamp(out, t, timeout=60).data), np.float32).reshape(h, w)
+    dense = np.frombuffer(bytes(out.wait_stamp(t, timeout=60)[0].data), np.float32).reshape(h, w)
 
     offline, _ = DepthCompleter(CompleterConfig(method="default", device="cpu", iterations=8, max_depth=10.0)).complete(
         rgb, spots

@@ -16,20 +16,6 @@ CX, CY = 47.5, 31.5
 S = 1_000_000_000
 
 
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * S + msg.header.stamp.nanosec
-
-
-def _wait_stamp(collector, t_ns: int, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in list(collector.messages):
-            if _stamp_ns(m) == t_ns:
-                return m
-        time.sleep(0.02)
-    pytest.fail(f"no output with stamp {t_ns} within {timeout} s")
-
-
 def test_projection_and_missing_transform(start_node, ros_peer, msgs, rng):
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -65,8 +51,8 @@ def test_projection_and_missing_transform(start_node, ros_peer, msgs, rng):
     t = 11 * S
     pub_info.publish(msgs.camera_info(t, "cam", W, H, FX, FY, CX, CY))
     pub_cloud.publish(msgs.cloud(np.concatenate([points, far]), t, "cam"))  # same frame: identity
-    depth_msg = _wait_stamp(out_depth, t)
-    info_msg = _wait_stamp(out_info, t)
+    depth_msg = out_depth.wait_stamp(t)[0]
+    info_msg = out_info.wait_stamp(t)[0]
     assert (depth_msg.encoding, depth_msg.width, depth_msg.height) == ("32FC1", W, H)
     assert depth_msg.header.frame_id == "cam"
     assert info_msg.header == depth_msg.header

@@ -59,22 +59,6 @@ def _node_params(**extra):
     return params
 
 
-def _stamp(m) -> int:
-    return m.header.stamp.sec * S + m.header.stamp.nanosec
-
-
-def _wait_stamp(collector, t: int, timeout: float = 20.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msgs = list(collector.messages)
-        times = list(collector.times)
-        for m, at in zip(reversed(msgs), reversed(times), strict=False):
-            if _stamp(m) == t:
-                return at
-        time.sleep(0.001)
-    pytest.fail(f"no depth for stamp {t}")
-
-
 @pytest.mark.slow
 def test_soak(start_node, ros_peer, msgs):
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -105,7 +89,7 @@ def test_soak(start_node, ros_peer, msgs):
         sent = time.monotonic()
         for pub, m in zip(pubs, (info, cloud, image), strict=True):
             pub.publish(m)
-        latencies.append(_wait_stamp(depth, t) - sent)
+        latencies.append(depth.wait_stamp(t)[1] - sent)
         if len(depth.messages) > 50:
             depth.clear()
         if k == warmup:
@@ -177,7 +161,7 @@ def test_publisher_restart_and_clean_shutdown(start_node, ros_env, ros_peer):
     first = publisher(100 * S)
     try:
         deadline = time.monotonic() + 30
-        while not any(_stamp(m) >= 100 * S for m in list(depth.messages)):
+        while not any(depth.stamp_of(m) >= 100 * S for m in list(depth.messages)):
             assert time.monotonic() < deadline, f"no output from the first publisher:\n{node.output()[-2000:]}"
             time.sleep(0.05)
     finally:
@@ -187,7 +171,7 @@ def test_publisher_restart_and_clean_shutdown(start_node, ros_env, ros_peer):
     second = publisher(500 * S)
     try:
         deadline = time.monotonic() + 30
-        while not any(_stamp(m) >= 500 * S for m in list(depth.messages)):
+        while not any(depth.stamp_of(m) >= 500 * S for m in list(depth.messages)):
             assert time.monotonic() < deadline, f"node did not resume after the restart:\n{node.output()[-2000:]}"
             time.sleep(0.05)
     finally:
