@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["combine_confidence", "default_confidence", "distance_confidence", "edge_confidence"]
+__all__ = ["combine_confidence", "default_confidence", "distance_confidence", "edge_confidence", "edge_window"]
 
 
 def _f32(name: str, x: np.ndarray) -> np.ndarray:
@@ -44,7 +44,16 @@ def distance_confidence(measured: np.ndarray, spacing: float) -> np.ndarray:
     return np.exp(-dist / np.float32(spacing)).astype(np.float32)
 
 
-def edge_confidence(depth: np.ndarray, *, window: int = 5, scale: float = 0.05) -> np.ndarray:
+_EDGE_SCALE = 0.05
+"""Relative depth range in the window that gives the edge factor 1/e (default completer)."""
+
+
+def edge_window(spacing: float) -> int:
+    """Odd box size (pixels, >= 3) of the default confidence's edge factor: about the measurement spacing."""
+    return int(max(3, 2 * round(spacing / 2) + 1))
+
+
+def edge_confidence(depth: np.ndarray, *, window: int = 5, scale: float = _EDGE_SCALE) -> np.ndarray:
     """exp(-r / scale) with r = (local max - local min) / local max of depth in a `window`² box.
 
     Args:
@@ -96,17 +105,33 @@ def default_confidence(
         distance: optional precomputed (H, W) float32 pixel distance to the nearest measurement.
 
     Returns:
-        (H, W) float32 in [0, 1], 1 at measured pixels.
+        (H, W) float32 in [0, 1], 1 at measured pixels: `distance_confidence(measured, spacing)` ×
+        `edge_confidence(depth, window=spacing-sized)` × exp(-|depth − initial| / depth / disagreement_scale).
     """
     d = _f32("depth", depth)
     i0 = _f32("initial", initial)
     if d.shape != i0.shape:
         raise ShapeError(f"depth {d.shape} and initial {i0.shape} differ")
-    rel = np.abs(d - i0) / np.maximum(d, np.float32(1e-6))
-    dis = np.exp(-rel / np.float32(disagreement_scale))
-    window = int(max(3, 2 * round(spacing / 2) + 1))
+    m = np.asarray(measured, dtype=bool)
+    if m.shape != d.shape:
+        raise ShapeError(f"measured {m.shape} and depth {d.shape} differ")
+    if spacing <= 0:
+        raise ValueError(f"spacing must be > 0, got {spacing}")
     if distance is None:
-        dist_f = distance_confidence(measured, spacing)
+        if not m.any():
+            return np.zeros(d.shape, np.float32)
+        dist = cv2.distanceTransform((~m).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     else:
-        dist_f = np.exp(_f32("distance", distance) * np.float32(-1.0 / spacing))
-    return combine_confidence(dist_f, edge_confidence(d, window=window), dis, measured=measured)
+        dist = _f32("distance", distance)
+    # The product of the three factors as one exp of the summed exponents (OpenCV arithmetic: one pass each).
+    window = edge_window(spacing)
+    kernel = np.ones((window, window), np.uint8)
+    hi = cv2.dilate(d, kernel)
+    edge = cv2.divide(cv2.subtract(hi, cv2.erode(d, kernel)), np.maximum(hi, np.float32(1e-6)))
+    rel = cv2.divide(cv2.absdiff(d, i0), np.maximum(d, np.float32(1e-6)))
+    exponent = cv2.addWeighted(edge, -1.0 / _EDGE_SCALE, rel, -1.0 / disagreement_scale, 0.0)
+    exponent = cv2.scaleAdd(dist, -1.0 / spacing, exponent)
+    out = cv2.exp(exponent)
+    np.clip(out, 0.0, 1.0, out=out)
+    out[m] = 1.0
+    return out

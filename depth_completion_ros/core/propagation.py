@@ -175,6 +175,7 @@ def cspn_propagate(
     normalization: str = "8sum_abs",
     dilation: int = 1,
     normalized: bool = False,
+    center_weight: Tensor | None = None,
 ) -> Tensor:
     """Run CSPN propagation (see the module docstring for the exact update and conventions).
 
@@ -188,6 +189,8 @@ def cspn_propagate(
         normalization: see `normalize_affinity` (ignored when `normalized`).
         dilation: neighbour spacing d (offsets d·o_k).
         normalized: `affinity` is already normalized.
+        center_weight: with `normalized`, the caller's (B, 1, H, W) reference weight `1 − Σ_k ŵ_k` of H0 (the
+            caller's out-of-image weights must then be 0); spares one pass over the 8 channels.
 
     Returns:
         (B, 1, H, W) propagated depth, metres; dtype of h0 (float32 for half inputs); differentiable.
@@ -199,6 +202,10 @@ def cspn_propagate(
     B, H, W, n = _check_inputs(h0, affinity, iterations, sparse, sparse_confidence, dilation)
     if not normalized:
         _check_normalization(normalization)
+    if center_weight is not None:
+        if not normalized:
+            raise ValueError("center_weight needs normalized=True")
+        check_shape("center_weight", center_weight.shape, (B, 1, H, W))
     dtype = torch.promote_types(h0.dtype, affinity.dtype)
     if dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32
@@ -208,6 +215,8 @@ def cspn_propagate(
         sparse = sparse.to(dtype)
     if sparse_confidence is not None:
         sparse_confidence = sparse_confidence.to(dtype)
+    if center_weight is not None:
+        center_weight = center_weight.to(dtype)
     per_pixel = iterations if isinstance(iterations, Tensor) else None
     if per_pixel is not None:
         per_pixel = per_pixel.to(h0.device).expand(B, 1, H, W)
@@ -219,12 +228,16 @@ def cspn_propagate(
     if needs_grad:
         if not normalized:
             aff = normalize_affinity(aff, normalization, dilation=dilation)
-        return _propagate_functional(h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized)
+        return _propagate_functional(
+            h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized, center_weight
+        )
     with torch.no_grad():
         ws = _workspace(h0.device)
         if not normalized:
             aff = _normalize_into(ws, aff, normalization, dilation)
-        return _propagate_inplace(ws, h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized)
+        return _propagate_inplace(
+            ws, h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized, center_weight
+        )
 
 
 class _Workspace:
@@ -316,11 +329,12 @@ def _propagate_functional(
     conf: Tensor | None,
     d: int,
     normalized: bool,
+    center_weight: Tensor | None,
 ) -> Tensor:
     H, W = h0.shape[-2:]
     if normalized:
         aff = aff * _border_mask(H, W, d, aff.device, aff.dtype)
-    center = (1 - aff.sum(dim=1, keepdim=True)) * h0
+    center = (1 - aff.sum(dim=1, keepdim=True) if center_weight is None else center_weight) * h0
     gate = gs = None
     if sparse is not None:
         valid = (sparse > 0).to(h0.dtype)
@@ -351,13 +365,21 @@ def _propagate_inplace(
     conf: Tensor | None,
     d: int,
     normalized: bool,
+    center_weight: Tensor | None,
 ) -> Tensor:
     B, _, H, W = h0.shape
-    Hp, Wp = H + 2 * d, W + 2 * d
-    aff = aff.contiguous()
-    # Centre term (1 − Σ ŵ)·H0; with caller-normalized weights, out-of-image weights are subtracted from
-    # the sum (row strip fully, column strip outside the row strip, so corners are not counted twice).
     center = ws.get("center", (B, 1, H, W), h0)
+    if center_weight is not None:
+        torch.mul(center_weight, h0, out=center)
+    else:
+        _center_term(aff, h0, center, d, normalized)
+    return _run_inplace(ws, h0, aff, center, n, per_pixel, sparse, conf, d)
+
+
+def _center_term(aff: Tensor, h0: Tensor, center: Tensor, d: int, normalized: bool) -> None:
+    """center ← (1 − Σ ŵ)·H0; with caller-normalized weights, out-of-image weights are subtracted from the
+    sum (row strip fully, column strip outside the row strip, so corners are not counted twice)."""
+    H, W = h0.shape[-2:]
     torch.sum(aff, dim=1, keepdim=True, out=center)
     if normalized:
         for k in range(8):
@@ -371,6 +393,21 @@ def _propagate_inplace(
                     center[:, :, rs, cs] -= aff[:, k : k + 1, rs, cs]
     torch.addcmul(h0, center, h0, value=-1, out=center)  # h0 − Σŵ·h0
 
+
+def _run_inplace(
+    ws: _Workspace,
+    h0: Tensor,
+    aff: Tensor,
+    center: Tensor,
+    n: int,
+    per_pixel: Tensor | None,
+    sparse: Tensor | None,
+    conf: Tensor | None,
+    d: int,
+) -> Tensor:
+    """The no-grad iterations, given the centre term (1 − Σŵ)·H0 in `center`."""
+    B, _, H, W = h0.shape
+    Hp, Wp = H + 2 * d, W + 2 * d
     # Padded ping-pong buffers: only interiors are ever written, so the zero borders survive reuse.
     bufs = [ws.get("ping", (B, 1, Hp, Wp), h0, zero=True), ws.get("pong", (B, 1, Hp, Wp), h0, zero=True)]
     inner = [b[:, :, d : d + H, d : d + W] for b in bufs]

@@ -88,6 +88,22 @@ def test_default_depth_range(rng, scale):
     assert np.median(rel) < 0.05
 
 
+@pytest.mark.parametrize("bands", [2, 3])
+@pytest.mark.parametrize("shape", [(96, 128), (375, 200), (61, 90)])
+def test_bands_give_the_single_thread_result(rng, bands, shape):
+    """Row bands on parallel threads (with their overlap) reproduce the one-band result bit for bit."""
+    rgb, sp, _ = _scene(rng, *shape)
+    one = DepthCompleter(CompleterConfig(bands=1)).complete(rgb, sp)
+    many = DepthCompleter(CompleterConfig(bands=bands)).complete(rgb, sp)
+    np.testing.assert_array_equal(many[0], one[0])
+    np.testing.assert_array_equal(many[1], one[1])
+
+
+def test_bad_bands():
+    with pytest.raises(ValueError, match="bands"):
+        DepthCompleter(CompleterConfig(bands=0))
+
+
 def _kitti(d, cam):
     dc = d / "depth_completion"
     rgb_path = dc / "test_image.png" if cam == 2 else d / "raw" / "sync_rect" / "cam_03.png"
@@ -110,6 +126,9 @@ def test_kitti_beats_baselines_and_confidence(kitti_dc_dir, cam):
     assert ours.mae_mm < ipb.mae_mm
     assert ours.mae_mm < nn.mae_mm
     assert sparsification(depth, gt, conf)["rmse_ratio_top50"] <= 0.6
+    one = DepthCompleter(CompleterConfig(bands=1)).complete(rgb, sp)
+    np.testing.assert_array_equal(one[0], depth)  # the default's parallel bands change nothing
+    np.testing.assert_array_equal(one[1], conf)
 
 
 def _tum(d):

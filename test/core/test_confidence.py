@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -51,6 +52,29 @@ def test_default_range_and_shape_check(rng):
     assert (c[m] == 1).all()
     with pytest.raises(ShapeError):
         default_confidence(d, d[:, :5], m, 3.0)
+
+
+@pytest.mark.parametrize("spacing", [1.0, 4.0, 9.0])
+def test_default_is_the_product_of_its_factors(rng, spacing):
+    """The fused implementation equals distance × edge × disagreement computed factor by factor."""
+    d = rng.uniform(1, 50, (31, 47)).astype(np.float32)
+    d = cv2.GaussianBlur(d, (5, 5), 1.5)  # smooth enough that the factors are not all ~0
+    initial = d * rng.uniform(0.95, 1.05, d.shape).astype(np.float32)
+    m = rng.random(d.shape) < 0.05
+    window = int(max(3, 2 * round(spacing / 2) + 1))
+    disagreement = np.exp(-np.abs(d - initial) / d / 0.05)
+    expected = distance_confidence(m, spacing) * edge_confidence(d, window=window) * disagreement
+    expected[m] = 1.0
+    got = default_confidence(d, initial, m, spacing)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert got.std() > 0.05  # not a degenerate comparison
+    dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    np.testing.assert_allclose(default_confidence(d, initial, m, spacing, distance=dist), got, rtol=1e-5, atol=1e-7)
+
+
+def test_default_without_measurements_is_zero(rng):
+    d = rng.uniform(1, 50, (8, 9)).astype(np.float32)
+    assert (default_confidence(d, d, np.zeros(d.shape, bool), 3.0) == 0).all()
 
 
 def test_confidence_ranks_errors_synthetic(rng):

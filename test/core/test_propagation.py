@@ -31,8 +31,11 @@ def ref_normalize(raw: np.ndarray, normalization: str, d: int) -> np.ndarray:
     return out
 
 
-def ref_propagate(h0, wn, n, sparse=None, conf=None, d=1, per_pixel=None):
-    """Direct loops: H(t+1)(p) = Σ ŵk H(t)(p+d·ok) + (1−Σ ŵk) H0(p); out-of-image neighbours weight 0."""
+def ref_propagate(h0, wn, n, sparse=None, conf=None, d=1, per_pixel=None, center=None):
+    """Direct loops: H(t+1)(p) = Σ ŵk H(t)(p+d·ok) + (1−Σ ŵk) H0(p); out-of-image neighbours weight 0.
+
+    `center`: optional (B, 1, H, W) weight of H0 used instead of 1−Σ ŵk.
+    """
     B, _, H, W = h0.shape
     h = h0.astype(np.float64).copy()
     for t in range(n):
@@ -46,7 +49,8 @@ def ref_propagate(h0, wn, n, sparse=None, conf=None, d=1, per_pixel=None):
                         if 0 <= yy < H and 0 <= xx < W:
                             acc += wn[b, k, y, x] * h[b, 0, yy, xx]
                             wsum += wn[b, k, y, x]
-                    v = acc + (1.0 - wsum) * h0[b, 0, y, x]
+                    c = (1.0 - wsum) if center is None else float(center[b, 0, y, x])
+                    v = acc + c * h0[b, 0, y, x]
                     if sparse is not None and sparse[b, 0, y, x] > 0:
                         if conf is None:
                             v = float(sparse[b, 0, y, x])
@@ -168,6 +172,37 @@ def test_prenormalized_large_image_strip_path(rng, grad):
         dilation=2,
     )
     np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5, atol=5e-4)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_given_center_weight_is_used(rng, grad):
+    """center_weight replaces 1 − Σŵ as the weight of H0 (both paths); a wrong one changes the result."""
+    h0, raw, sparse = _inputs(rng)
+    w = np.abs(raw) / (np.abs(raw).sum(1, keepdims=True) + 0.5)
+    center = (rng.random(h0.shape) * 0.5).astype(np.float32)  # deliberately not 1 − Σŵ
+    expected = ref_propagate(h0, w, 4, sparse, center=center)
+    out = cspn_propagate(
+        torch.from_numpy(h0).requires_grad_(grad),
+        torch.from_numpy(w.astype(np.float32)),
+        iterations=4,
+        sparse=torch.from_numpy(sparse),
+        normalized=True,
+        center_weight=torch.from_numpy(center),
+    )
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5, atol=5e-4)
+    assert np.abs(expected - ref_propagate(h0, w, 4, sparse)).max() > 1e-2
+    with pytest.raises(ValueError, match="normalized"):
+        cspn_propagate(
+            torch.from_numpy(h0), torch.from_numpy(raw), iterations=1, center_weight=torch.from_numpy(center)
+        )
+    with pytest.raises(ShapeError):
+        cspn_propagate(
+            torch.from_numpy(h0),
+            torch.from_numpy(w.astype(np.float32)),
+            iterations=1,
+            normalized=True,
+            center_weight=torch.from_numpy(center[..., :-1]),
+        )
 
 
 @pytest.mark.parametrize("normalization", ["8sum", "8sum_abs", "8sum_clamp", "8sum_abs_clamp"])
