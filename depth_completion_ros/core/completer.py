@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from .affinity import anchored_affinity
+from .affinity import anchored_affinity, colour_sigma
 from .confidence import default_confidence, edge_window
 from .device import resolve_device
 from .errors import CheckpointError, DataError, ShapeError
-from .fill import FillResult, classical_fill_detailed
+from .fill import classical_fill_detailed, sparse_stats
 from .propagation import cspn_propagate
 
 __all__ = ["CompleterConfig", "DepthCompleter"]
@@ -171,34 +171,23 @@ class DepthCompleter:
         return self._complete_default(rgb_a, sparse)
 
     def _complete_default(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        # The RGB affinities do not depend on the depth: compute them on a second thread while this one fills
-        # (both are OpenCV / numpy work that releases the GIL), which overlaps the two largest stages.
-        affinity = None
-        if cfg.iterations > 0:
-            affinity = self._pool().submit(
-                anchored_affinity, rgb, sigma_scale=cfg.colour_sigma_scale, anchor=cfg.anchor
-            )
-        fr = classical_fill_detailed(sparse, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur)
-        if affinity is None:
-            depth = np.clip(fr.depth, np.float32(1e-3), np.float32(cfg.max_depth))
-            return depth, default_confidence(depth, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance)
-        weights, centre = affinity.result()
-        return self._propagate_and_score(fr, weights, centre)
+        """Fill, RGB affinities, CSPN and confidence, in row bands on parallel threads.
 
-    def _propagate_and_score(
-        self, fr: FillResult, weights: np.ndarray, centre: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """RGB-affinity CSPN from the fill, then confidence, in row bands on parallel threads.
-
-        A band is computed over its rows plus `halo` rows on each side and keeps its own rows: a propagation
-        step reaches one row further (a band edge, seen as an image border, is wrong after n steps for n - 1
-        rows), and the confidence looks `edge_window // 2` rows further, so the kept rows equal the full-image
-        result exactly.
+        A band is computed over its rows plus `halo` rows on each side and keeps its own rows: a propagation step
+        reaches one row further (a band edge, seen as an image border, is wrong after n steps for n rows), and the
+        confidence looks `edge_window // 2` rows further; the fill of a band equals the whole image's
+        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.
         """
         cfg = self.config
-        h, w = fr.depth.shape
-        halo = cfg.iterations + edge_window(fr.stats.spacing) // 2 + 1
+        fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
+        if cfg.iterations == 0:
+            fr = classical_fill_detailed(sparse, **fill_args)
+            depth = np.clip(fr.depth, np.float32(1e-3), np.float32(cfg.max_depth))
+            return depth, default_confidence(depth, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance)
+        stats = sparse_stats(sparse)
+        sigma = self._pool().submit(colour_sigma, rgb)  # one colour scale for every band
+        h, w = sparse.shape
+        halo = cfg.iterations + edge_window(stats.spacing) // 2 + 1
         bands = max(1, min(cfg.bands, h // (4 * halo)))  # bands much taller than their halo, or one
         cuts = [round(i * h / bands) for i in range(bands + 1)]
         depth = np.empty((h, w), np.float32)
@@ -207,20 +196,22 @@ class DepthCompleter:
         def run(i: int) -> None:
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
+            fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, **fill_args)
+            weights, centre = anchored_affinity(
+                rgb[c0:c1], anchor=cfg.anchor, sigma=sigma.result(), sigma_scale=cfg.colour_sigma_scale
+            )
             with torch.inference_mode():
                 out = cspn_propagate(
-                    torch.from_numpy(fr.depth[c0:c1])[None, None],
-                    torch.from_numpy(weights[:, c0:c1])[None],
+                    torch.from_numpy(fr.depth)[None, None],
+                    torch.from_numpy(weights)[None],
                     iterations=cfg.iterations,
-                    sparse=torch.from_numpy(fr.anchors[c0:c1])[None, None],
+                    sparse=torch.from_numpy(fr.anchors)[None, None],
                     normalized=True,
-                    center_weight=torch.from_numpy(centre[c0:c1])[None, None],
+                    center_weight=torch.from_numpy(centre)[None, None],
                 )
             d = out[0, 0].numpy()  # a fresh array: clipped in place
             np.clip(d, np.float32(1e-3), np.float32(cfg.max_depth), out=d)
-            c = default_confidence(
-                d, fr.depth[c0:c1], fr.anchors[c0:c1] > 0, fr.stats.spacing, distance=fr.distance[c0:c1]
-            )
+            c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
             depth[r0:r1] = d[r0 - c0 : r1 - c0]
             conf[r0:r1] = c[r0 - c0 : r1 - c0]
 

@@ -157,7 +157,7 @@ def _nearest(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lut = np.empty(int(valid.sum()) + 1, np.float32)
     lut[0] = 0.0
     lut[1:] = depth[valid]
-    return lut[labels], dist
+    return np.take(lut, labels), dist
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,6 +234,8 @@ def classical_fill_detailed(
     outlier_tolerance: float = 0.1,
     outlier_max_fill_ratio: float = 0.5,
     blur: float = 0.15,
+    rows: tuple[int, int] | None = None,
+    stats: SparseStats | None = None,
 ) -> FillResult:
     """The default's initial fill: outlier rejection, nearest fill, density-scaled gaussian smoothing.
 
@@ -244,31 +246,94 @@ def classical_fill_detailed(
        (smooths the nearest-fill steps; the RGB propagation afterwards restores edges).
     3. Kept measurements keep their value.
 
+    With `rows = (r0, r1)` only that band of rows is filled, equal to `[r0:r1]` of the whole-image result: the
+    band reads the rows around it that it needs (the morphology's reach, and a margin for the nearest fill whose
+    every pixel is checked: one whose nearest measurement might lie beyond the margin makes the band fall back to
+    the whole image).  Bands of one image can be filled on parallel threads.
+
     Args:
         sparse: (H, W) float32 metres, 0 = missing.
         outlier_tolerance: relative depth excess over the near surface that rejects a point (0 = off).
         outlier_max_fill_ratio: rejection only below this fill ratio (LiDAR-like inputs).
         blur: gaussian sigma in units of the measurement spacing.
+        rows: optional band of rows (0 <= r0 < r1 <= H).
+        stats: `sparse_stats(sparse)` of the whole image, when the caller has it (bands share it).
+
+    Returns:
+        `FillResult` of the band (rows r1 - r0) or of the whole image.
 
     Raises:
         DataError: if `sparse` has no measurement.
+        ValueError: rows outside the image.
     """
     depth = _check_depth("sparse", sparse)
-    valid = depth > 0
-    st = _stats(depth, valid)
-    anchors = depth
-    if outlier_tolerance > 0 and st.fill_ratio < outlier_max_fill_ratio:
-        kept = _reject(depth, valid, st, outlier_tolerance)
-        if kept.any():
-            anchors = np.where(kept, depth, np.float32(0.0))
-            valid = kept
-    fill, dist = _nearest(anchors)
+    h = depth.shape[0]
+    st = _stats(depth, depth > 0) if stats is None else stats
+    r0, r1 = (0, h) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= r0 < r1 <= h:
+        raise ValueError(f"rows must satisfy 0 <= r0 < r1 <= {h}, got {rows}")
     sig = blur * st.spacing + 0.5
+    k_blur = _odd(4.0 * sig + 1.0, 3, 255) if blur > 0 else 1
+    reject = outlier_tolerance > 0 and st.fill_ratio < outlier_max_fill_ratio
+    k_rej = _odd(st.spacing + 1.0, 3, 63)
+    # Rows whose nearest fill must be exact: the band and the blur's reach around it.
+    f0, f1 = max(0, r0 - k_blur // 2), min(h, r1 + k_blur // 2)
+    margin = int(32 + 4 * np.ceil(st.spacing))
+    d0, d1 = max(0, f0 - margin), min(h, f1 + margin)
+    region = _nearest_region(depth, st, (d0, d1), (f0, f1), reject, outlier_tolerance, k_rej)
+    if region is None:  # a nearest measurement may lie beyond the margin: the whole image, then
+        region = _nearest_region(depth, st, (0, h), (f0, f1), reject, outlier_tolerance, k_rej)
+        d0 = 0
+    fill, dist, anchors, kept = region
+    fill, dist = fill[f0 - d0 : f1 - d0], dist[r0 - d0 : r1 - d0]
+    anchors, kept = anchors[r0 - d0 : r1 - d0], kept[r0 - d0 : r1 - d0]
     if blur > 0:
-        k = _odd(4.0 * sig + 1.0, 3, 255)
-        fill = cv2.GaussianBlur(fill, (k, k), sig)
-        np.copyto(fill, anchors, where=valid)
-    return FillResult(depth=fill, anchors=anchors, distance=dist, stats=st)
+        fill = cv2.GaussianBlur(fill, (k_blur, k_blur), sig)
+    fill = np.ascontiguousarray(fill[r0 - f0 : r1 - f0])
+    np.copyto(fill, anchors, where=kept)
+    return FillResult(depth=fill, anchors=np.ascontiguousarray(anchors), distance=np.ascontiguousarray(dist), stats=st)
+
+
+def _nearest_region(
+    depth: np.ndarray,
+    st: SparseStats,
+    region: tuple[int, int],
+    exact: tuple[int, int],
+    reject: bool,
+    tolerance: float,
+    k_rej: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(nearest fill, distance, anchors, kept) of rows `region` of `depth`, or None when rows `exact` may differ
+    from the whole-image result (a pixel no nearer to its measurement than to the region's cut rows)."""
+    h = depth.shape[0]
+    d0, d1 = region
+    # The rejection's morphology (a dilation, then a closing) reads 3 half-kernels around each pixel.
+    reach = 3 * (k_rej // 2) if reject else 0
+    j0, j1 = max(0, d0 - reach), min(h, d1 + reach)
+    sub = depth[j0:j1]
+    valid = sub > 0
+    anchors = sub
+    whole = (d0, d1) == (0, h)
+    if reject:
+        kept = _reject(sub, valid, st, tolerance)
+        # (The image's nearest measurement is never rejected, so `kept` is empty only in a band: then the whole.)
+        if kept.any() or not whole:
+            anchors = np.multiply(sub, kept, dtype=np.float32)
+            valid = kept
+    anchors, valid = anchors[d0 - j0 : d1 - j0], valid[d0 - j0 : d1 - j0]
+    if not whole:
+        if not valid.any():
+            return None
+        fill, dist = _nearest(np.ascontiguousarray(anchors))
+        # Any measurement beyond a cut row is at least as far (chamfer metric) as that row: a pixel strictly nearer
+        # to its measurement found here than to both cuts has the whole-image result.
+        y = np.arange(exact[0], exact[1])
+        room = np.minimum(y - d0 + 1 if d0 > 0 else np.inf, d1 - y if d1 < h else np.inf).astype(np.float32)
+        if (dist[exact[0] - d0 : exact[1] - d0] >= room[:, None]).any():
+            return None
+    else:
+        fill, dist = _nearest(anchors)
+    return fill, dist, anchors, valid
 
 
 def classical_fill(sparse: np.ndarray, **kwargs: float) -> np.ndarray:
@@ -279,7 +344,8 @@ def classical_fill(sparse: np.ndarray, **kwargs: float) -> np.ndarray:
 def _reject(depth: np.ndarray, valid: np.ndarray, st: SparseStats, tolerance: float) -> np.ndarray:
     """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
     ref = np.float32(st.max_depth * 1.05 + 1.0)
-    inv = np.where(valid, ref - depth, np.float32(0.0))
+    inv = np.subtract(ref, depth)
+    inv *= valid  # 0 where missing (depth is finite here)
     k = _odd(st.spacing + 1.0, 3, 63)
     near = cv2.dilate(inv, _diamond(k))
     near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(k))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -122,6 +124,51 @@ class TestClassicalFill:
         err_fill = np.abs(classical_fill(sp) - truth)[:114].mean()
         err_nn = np.abs(nearest_fill(sp) - truth)[:114].mean()
         assert err_fill < err_nn
+
+    @staticmethod
+    def _bands_equal_whole(sp, cuts, monkeypatch):
+        """Every band equals its rows of the whole-image fill; returns the heights the nearest fill ran on."""
+        import depth_completion_ros.core.fill as fill_module
+
+        heights = []
+        real = fill_module._nearest
+
+        def spy(depth):
+            heights.append(depth.shape[0])
+            return real(depth)
+
+        whole = classical_fill_detailed(sp)
+        monkeypatch.setattr(fill_module, "_nearest", spy)
+        stats = sparse_stats(sp)
+        for r0, r1 in itertools.pairwise(cuts):
+            band = classical_fill_detailed(sp, rows=(r0, r1), stats=stats)
+            np.testing.assert_array_equal(band.depth, whole.depth[r0:r1])
+            np.testing.assert_array_equal(band.anchors, whole.anchors[r0:r1])
+            np.testing.assert_array_equal(band.distance, whole.distance[r0:r1])
+        return heights
+
+    def test_bands_equal_whole_image(self, rng, monkeypatch):
+        """LiDAR-like lines with occluded points: each band's nearest fill runs on a part of the image only."""
+        h, w = 300, 160
+        sp = np.zeros((h, w), np.float32)
+        sp[40::5, ::2] = rng.uniform(5.0, 40.0, (len(range(40, h, 5)), w // 2)).astype(np.float32)
+        sp[100:140:5, 60:90:2] = 3.0  # a near object in front of the lines
+        heights = self._bands_equal_whole(sp, [0, 97, 180, 300], monkeypatch)
+        assert heights and max(heights) < h  # no band fell back to the whole image
+
+    def test_band_falls_back_when_its_nearest_may_be_far(self, rng, monkeypatch):
+        """Measurements in the top rows only: a bottom band cannot see them within its margin."""
+        h, w = 300, 80
+        sp = np.zeros((h, w), np.float32)
+        sp[2:12:3, ::3] = rng.uniform(2.0, 9.0, (4, len(range(0, w, 3)))).astype(np.float32)
+        heights = self._bands_equal_whole(sp, [0, 150, 300], monkeypatch)
+        assert heights[-1] == h  # the bottom band used the whole image
+
+    def test_bad_rows(self):
+        sp = np.ones((10, 10), np.float32)
+        for rows in [(5, 5), (-1, 4), (3, 11)]:
+            with pytest.raises(ValueError, match="rows"):
+                classical_fill_detailed(sp, rows=rows)
 
     def test_reject_outliers_drops_points_behind_surface(self):
         sp = np.zeros((50, 50), np.float32)
