@@ -113,8 +113,8 @@ def _raw_affinity(rgb: np.ndarray, sigma: float | None, sigma_scale: float, dila
     s = (colour_sigma(img) if sigma is None else float(sigma)) * float(sigma_scale)
     if s <= 0:
         raise ValueError(f"sigma * sigma_scale must be > 0, got {s}")
-    f = img.astype(np.float32)
-    # |ΔI|_1 in table steps: the channel sum and the scale in one transform, then a saturating uint8 cast.
+    # |ΔI|_1 in table steps: uint8 differences, then the channel sum and the scale in one float transform and a
+    # saturating uint8 cast.
     to_index = np.full((1, 3), _KERNEL_STEPS / (_KERNEL_RANGE * s))
     # Every channel is written where its neighbour lies inside the image; only the strips outside are zeroed
     # (zero-filling all 8 channels first would be one more pass over 8·H·W floats).
@@ -132,9 +132,9 @@ def _raw_affinity(rgb: np.ndarray, sigma: float | None, sigma_scale: float, dila
             continue
         # p ranges over rows [0, h-oy), columns [x0, x1); its neighbour p + o lies inside the image.
         x0, x1 = max(0, -ox), w - max(0, ox)
-        a = f[0 : h - oy, x0:x1]
-        b = f[oy:h, x0 + ox : x1 + ox]
-        index = cv2.convertScaleAbs(cv2.transform(cv2.absdiff(a, b), to_index))
+        a = img[0 : h - oy, x0:x1]
+        b = img[oy:h, x0 + ox : x1 + ox]
+        index = cv2.convertScaleAbs(cv2.transform(cv2.absdiff(a, b).astype(np.float32), to_index))
         e = cv2.LUT(index, _KERNEL_TABLE)
         out[NEIGHBOUR_OFFSETS.index((dy, dx)), 0 : h - oy, x0:x1] = e
         out[NEIGHBOUR_OFFSETS.index((-dy, -dx)), oy:h, x0 + ox : x1 + ox] = e
