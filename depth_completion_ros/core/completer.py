@@ -7,7 +7,7 @@ from a safetensors checkpoint).  The device is chosen once, at construction.
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,10 @@ class DepthCompleter:
             conf[r0:r1] = c[r0 - c0 : r1 - c0]
 
         others = [self._pool().submit(run, i) for i in range(1, bands)]
-        run(0)
+        try:
+            run(0)
+        finally:
+            wait(others)  # no band outlives the call, even when this one raised
         for f in others:
             f.result()
         return depth, conf
