@@ -41,8 +41,8 @@ class CompleterConfig:
         outlier_tolerance: relative tolerance of the outlier rejection (sparse inputs only); 0 = off.
         fill_blur: gaussian sigma of the initial fill, in units of the measurement spacing.
         allow_random_weights: "cspn" without checkpoint uses random weights (benchmarks only).
-        bands: the default method propagates and scores this many row bands on parallel threads (1 = all on
-            the calling thread); the bands overlap by enough rows that the result is identical.
+        bands: the default method fills, weights, propagates and scores this many row bands on parallel threads
+            (1 = all on the calling thread); the bands overlap by enough rows that the result is identical.
         num_threads: torch CPU threads (0 = leave torch's setting). Default 1: on a 2-core machine that also
             runs DDS and the executor, torch's default (one thread per core) oversubscribed the CPU and made a
             propagation step ~30x slower (0.1 -> 3 ms per neighbour update, measured).
@@ -92,7 +92,7 @@ class DepthCompleter:
             self._load_model()
 
     def _pool(self) -> ThreadPoolExecutor:
-        """Worker threads for the affinity (beside the fill) and the extra bands (created on first use)."""
+        """Worker threads for the colour scale and the bands after the first (created on first use)."""
         if self._executor is None:
             workers = max(1, self.config.bands - 1)
             self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcr-completer")
