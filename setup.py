@@ -22,7 +22,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "opencv-python-headless", "torch", "safetensors", "rosbags", "pyyaml"],
+    install_requires=["numpy", "numba", "opencv-python-headless", "torch", "safetensors", "rosbags", "pyyaml"],
     zip_safe=False,
     maintainer="depth_completion_ros developers",
     description="Dense depth from sparse LiDAR/ToF depth and RGB for ROS 2 (CSPN).",

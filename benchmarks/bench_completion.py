@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from depth_completion_ros.core.affinity import anchored_affinity
+from depth_completion_ros.core.affinity import anchored_pair_affinity
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
 from depth_completion_ros.core.confidence import default_confidence
 from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
-from depth_completion_ros.core.propagation import cspn_propagate
+from depth_completion_ros.core.propagation import cspn_propagate_pairs
 from depth_completion_ros.core.units import KITTI_PNG_SCALE, TUM_PNG_SCALE
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -144,17 +144,15 @@ def stage_times(rgb, sp, repeats):
     fr, out["fill (stats+outliers+nearest+blur)"], _ = median_ms(
         lambda: classical_fill_detailed(sp, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur), repeats
     )
-    (w, centre), out["affinity (colour scale+kernel+normalize)"], _ = median_ms(
-        lambda: anchored_affinity(rgb, anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale), repeats
+    aff, out["affinity (colour scale+pair kernels+normalization)"], _ = median_ms(
+        lambda: anchored_pair_affinity(rgb, anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale), repeats
     )
-    wt, ct = torch.from_numpy(w)[None], torch.from_numpy(centre)[None, None]
-    h0, s = torch.from_numpy(fr.depth)[None, None], torch.from_numpy(fr.anchors)[None, None]
-    with torch.inference_mode():
-        prop, out[f"propagation ({cfg.iterations} iterations)"], _ = median_ms(
-            lambda: cspn_propagate(h0, wt, iterations=cfg.iterations, sparse=s, normalized=True, center_weight=ct),
-            repeats,
-        )
-    d = prop[0, 0].numpy()
+    d, out[f"propagation ({cfg.iterations} iterations)"], _ = median_ms(
+        lambda: cspn_propagate_pairs(
+            fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+        ),
+        repeats,
+    )
     _, out["confidence"], _ = median_ms(
         lambda: default_confidence(d, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
     )

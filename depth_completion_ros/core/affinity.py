@@ -6,16 +6,24 @@ dilation: (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0), (1,1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
 
 from .errors import ShapeError
+from .propagation import NEIGHBOUR_OFFSETS, PAIR_OFFSETS
 
-__all__ = ["NEIGHBOUR_OFFSETS", "anchored_affinity", "colour_sigma", "rgb_affinity", "rgb_affinity_numpy"]
-
-NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-"""(dy, dx) of the 8 affinity channels, in channel order."""
+__all__ = [
+    "NEIGHBOUR_OFFSETS",
+    "PairAffinity",
+    "anchored_affinity",
+    "anchored_pair_affinity",
+    "colour_sigma",
+    "rgb_affinity",
+    "rgb_affinity_numpy",
+]
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -34,18 +42,25 @@ def colour_sigma(rgb: np.ndarray) -> float:
     1; scales the affinity kernel to the image's contrast and noise instead of a constant for one camera.
     """
     img = _check_rgb(rgb)
-    sub = _every_other_pixel(img).astype(np.float32)
+    sub = _every_other_pixel(img)
     ones = np.ones((1, 3))
-    parts = [
-        cv2.transform(cv2.absdiff(a, b), ones).ravel()
-        for a, b in ((sub[:, 1:], sub[:, :-1]), (sub[1:], sub[:-1]))
-        if a.size  # an image one (subsampled) pixel wide or high has no pairs along that axis
-    ]
-    diffs = np.concatenate(parts) if parts else np.empty(0, np.float32)
-    if diffs.size == 0:
+    # The differences are integers in [0, 765]: the median is read off their histogram (no sort).
+    hist = np.zeros(_MAX_L1_STEP + 1, np.float64)
+    count = 0
+    for a, b in ((sub[:, 1:], sub[:, :-1]), (sub[1:], sub[:-1])):
+        if a.size == 0:  # an image one (subsampled) pixel wide or high has no pairs along that axis
+            continue
+        diffs = cv2.transform(cv2.absdiff(a, b).astype(np.float32), ones)
+        hist += cv2.calcHist([diffs], [0], None, [_MAX_L1_STEP + 1], [0, _MAX_L1_STEP + 1]).ravel()
+        count += diffs.size
+    if count == 0:
         return 1.0
-    med = float(np.partition(diffs, diffs.size // 2)[diffs.size // 2])
+    med = int(np.searchsorted(np.cumsum(hist), count // 2, side="right"))  # sorted element count // 2
     return float(max(1.0, med))
+
+
+_MAX_L1_STEP = 3 * 255
+"""Largest L1 difference of two uint8 RGB colours."""
 
 
 def _every_other_pixel(img: np.ndarray) -> np.ndarray:
@@ -64,9 +79,6 @@ def _every_other_pixel(img: np.ndarray) -> np.ndarray:
     return sub
 
 
-_FORWARD = ((0, 1), (1, 0), (1, 1), (1, -1))
-"""One offset of each symmetric neighbour pair; the opposite channel gets the same weight, shifted."""
-
 _KERNEL_RANGE = 3.75
 """The colour kernel exp(-x^2) is tabulated on x in [0, _KERNEL_RANGE]; beyond it the weight is < 1e-6 (set to 0)."""
 
@@ -84,21 +96,45 @@ def _kernel_table() -> np.ndarray:
 _KERNEL_TABLE = _kernel_table()
 
 
-def anchored_affinity(
+@dataclass(frozen=True, kw_only=True)
+class PairAffinity:
+    """Symmetric colour affinities, one array per opposite neighbour pair, with the anchored normalization.
+
+    Attributes:
+        pairs: (4, H + 2d, W + 2d) float32, zero-padded by the dilation d: ``pairs[i, d + y, d + x]`` is the raw
+            weight between pixel (y, x) and (y, x) + d·PAIR_OFFSETS[i] (0 where that neighbour is outside the image).
+        inv_norm: (H, W) float32, ``1 / (Σ_k w_k + anchor)`` over the 8 neighbours.
+        anchor: the normalization constant (> 0).
+        dilation: d, pixels.
+    """
+
+    pairs: np.ndarray
+    inv_norm: np.ndarray
+    anchor: float
+    dilation: int
+
+    def expanded(self) -> tuple[np.ndarray, np.ndarray]:
+        """((8, H, W) normalized affinities ``ŵ_k = w_k · inv_norm`` in `NEIGHBOUR_OFFSETS` order, (H, W) centre
+        weight ``anchor · inv_norm = 1 − Σ_k ŵ_k``), float32, contiguous."""
+        w = _expand(self.pairs, self.dilation, *self.inv_norm.shape)
+        w *= self.inv_norm[None]
+        return w, self.inv_norm * np.float32(self.anchor)
+
+
+def anchored_pair_affinity(
     rgb: np.ndarray,
     *,
     anchor: float,
     sigma: float | None = None,
     sigma_scale: float = 2.0,
     dilation: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Colour-similarity affinities normalized with an anchor, and the matching centre weight.
+) -> PairAffinity:
+    """Colour-similarity affinities as 4 symmetric pair arrays, with the anchored normalization.
 
-    `w_k(p) = exp(-(|I(p) - I(p + d·o_k)|_1 / s)^2)` with `s = sigma_scale * sigma` on 0..255 RGB (0 outside the
-    image), tabulated in 256 steps of `|ΔI|_1 / s` over [0, 3.75] (weight error <= 0.0063).  Returns
-    `ŵ_k = w_k / (Σ_k w_k + anchor)` (non-negative, summing to < 1) and the centre weight
-    `anchor / (Σ_k w_k + anchor) = 1 - Σ_k ŵ_k`: the reference weight of the initial depth in a normalized
-    CSPN step.  Only the 4 unique neighbour differences are computed (pairs are symmetric).
+    `w(p, q) = exp(-(|I(p) - I(q)|_1 / s)^2)` for q = p + d·o_k, with `s = sigma_scale * sigma` on 0..255 RGB (0
+    outside the image), tabulated in 256 steps of `|ΔI|_1 / s` over [0, 3.75] (weight error <= 0.0063).  The
+    normalized CSPN weights are `ŵ_k = w_k / (Σ_k w_k + anchor)` and the weight of the initial depth is
+    `anchor / (Σ_k w_k + anchor) = 1 - Σ_k ŵ_k`; `core.propagation.cspn_propagate_pairs` uses this form directly.
 
     Args:
         rgb: (H, W, 3) uint8 RGB.
@@ -107,24 +143,44 @@ def anchored_affinity(
         sigma_scale: multiplies sigma.
         dilation: neighbour distance in pixels (>= 1).
 
-    Returns:
-        ((8, H, W) float32 normalized affinities, (H, W) float32 centre weights in (0, 1]), both contiguous.
+    Raises:
+        ShapeError: `rgb` is not (H, W, 3) uint8.
+        ValueError: anchor <= 0, dilation < 1 or sigma * sigma_scale <= 0.
     """
     if anchor <= 0:
         raise ValueError(f"anchor must be > 0, got {anchor}")
-    out = _raw_affinity(rgb, sigma, sigma_scale, dilation)
-    den = out.sum(axis=0)
-    den += np.float32(anchor)
-    np.divide(out, den[None], out=out)
-    centre = np.divide(np.float32(anchor), den, out=den)
-    return out, centre
-
-
-def _raw_affinity(rgb: np.ndarray, sigma: float | None, sigma_scale: float, dilation: int) -> np.ndarray:
-    """(8, H, W) float32 raw colour affinities (see `anchored_affinity`)."""
     img = _check_rgb(rgb)
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    h, w, _ = img.shape
+    d = int(dilation)
+    pairs = _pair_weights(img, sigma, sigma_scale, d)
+    den = np.full((h, w), np.float32(anchor), np.float32)
+    for i, (dy, dx) in enumerate(PAIR_OFFSETS):
+        oy, ox = dy * d, dx * d
+        cv2.add(den, pairs[i, d : d + h, d : d + w], dst=den)  # w(p, p + o)
+        cv2.add(den, pairs[i, d - oy : d - oy + h, d - ox : d - ox + w], dst=den)  # w(p, p - o) = w(p - o, p)
+    return PairAffinity(pairs=pairs, inv_norm=np.reciprocal(den, out=den), anchor=float(anchor), dilation=d)
+
+
+def anchored_affinity(
+    rgb: np.ndarray,
+    *,
+    anchor: float,
+    sigma: float | None = None,
+    sigma_scale: float = 2.0,
+    dilation: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`anchored_pair_affinity(...).expanded()`: ((8, H, W) float32 normalized affinities `ŵ_k = w_k / (Σ_k w_k +
+    anchor)` (non-negative, summing to < 1), (H, W) float32 centre weights `1 - Σ_k ŵ_k` in (0, 1]), for
+    `core.propagation.cspn_propagate(..., normalized=True, center_weight=...)`."""
+    return anchored_pair_affinity(
+        rgb, anchor=anchor, sigma=sigma, sigma_scale=sigma_scale, dilation=dilation
+    ).expanded()
+
+
+def _pair_weights(img: np.ndarray, sigma: float | None, sigma_scale: float, d: int) -> np.ndarray:
+    """(4, H + 2d, W + 2d) float32 raw pair weights, zero-padded (see `PairAffinity.pairs`)."""
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {d}")
     h, w, _ = img.shape
     s = (colour_sigma(img) if sigma is None else float(sigma)) * float(sigma_scale)
     if s <= 0:
@@ -132,29 +188,41 @@ def _raw_affinity(rgb: np.ndarray, sigma: float | None, sigma_scale: float, dila
     # |ΔI|_1 in table steps: uint8 differences, then the channel sum and the scale in one float transform and a
     # saturating uint8 cast.
     to_index = np.full((1, 3), _KERNEL_STEPS / (_KERNEL_RANGE * s))
-    # Every channel is written where its neighbour lies inside the image; only the strips outside are zeroed
-    # (zero-filling all 8 channels first would be one more pass over 8·H·W floats).
-    out = np.empty((8, h, w), np.float32)
-    d = dilation
-    for k, (ky, kx) in enumerate(NEIGHBOUR_OFFSETS):
-        oy, ox = ky * d, kx * d
-        out[k, : max(0, -oy)] = 0.0
-        out[k, max(0, h - oy) :] = 0.0
-        out[k, :, : max(0, -ox)] = 0.0
-        out[k, :, max(0, w - ox) :] = 0.0
-    for dy, dx in _FORWARD:
+    out = np.empty((len(PAIR_OFFSETS), h + 2 * d, w + 2 * d), np.float32)
+    for i, (dy, dx) in enumerate(PAIR_OFFSETS):
         oy, ox = dy * d, dx * d
-        if oy >= h or abs(ox) >= w:
+        # p ranges over rows [0, h - oy), columns [x0, x1): its neighbour p + o lies inside the image.  Everything
+        # else (the padding and the strips where p + o is outside) is zeroed, not the whole array first.
+        y1, x0, x1 = max(0, h - oy), max(0, -ox), max(0, w - max(0, ox))
+        x1 = max(x0, x1)
+        out[i, :d] = 0.0
+        out[i, d + y1 :] = 0.0
+        out[i, d : d + y1, : d + x0] = 0.0
+        out[i, d : d + y1, d + x1 :] = 0.0
+        if y1 == 0 or x1 == x0:
             continue
-        # p ranges over rows [0, h-oy), columns [x0, x1); its neighbour p + o lies inside the image.
-        x0, x1 = max(0, -ox), w - max(0, ox)
-        a = img[0 : h - oy, x0:x1]
-        b = img[oy:h, x0 + ox : x1 + ox]
+        a = img[0:y1, x0:x1]
+        b = img[oy : oy + y1, x0 + ox : x1 + ox]
         index = cv2.convertScaleAbs(cv2.transform(cv2.absdiff(a, b).astype(np.float32), to_index))
-        e = cv2.LUT(index, _KERNEL_TABLE)
-        out[NEIGHBOUR_OFFSETS.index((dy, dx)), 0 : h - oy, x0:x1] = e
-        out[NEIGHBOUR_OFFSETS.index((-dy, -dx)), oy:h, x0 + ox : x1 + ox] = e
+        cv2.LUT(index, _KERNEL_TABLE, dst=out[i, d : d + y1, d + x0 : d + x1])
     return out
+
+
+def _expand(pairs: np.ndarray, d: int, h: int, w: int) -> np.ndarray:
+    """(8, H, W) float32 weights in `NEIGHBOUR_OFFSETS` order from pair arrays (see `PairAffinity.pairs`)."""
+    out = np.empty((len(NEIGHBOUR_OFFSETS), h, w), np.float32)
+    for i, (dy, dx) in enumerate(PAIR_OFFSETS):
+        oy, ox = dy * d, dx * d
+        out[NEIGHBOUR_OFFSETS.index((dy, dx))] = pairs[i, d : d + h, d : d + w]
+        out[NEIGHBOUR_OFFSETS.index((-dy, -dx))] = pairs[i, d - oy : d - oy + h, d - ox : d - ox + w]
+    return out
+
+
+def _raw_affinity(rgb: np.ndarray, sigma: float | None, sigma_scale: float, dilation: int) -> np.ndarray:
+    """(8, H, W) float32 raw colour affinities (see `anchored_pair_affinity`)."""
+    img = _check_rgb(rgb)
+    h, w, _ = img.shape
+    return _expand(_pair_weights(img, sigma, sigma_scale, int(dilation)), int(dilation), h, w)
 
 
 def rgb_affinity_numpy(

@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 import torch
 
-from .affinity import anchored_affinity, colour_sigma
+from .affinity import anchored_pair_affinity, colour_sigma
 from .confidence import default_confidence, edge_window
 from .device import resolve_device
 from .errors import CheckpointError, DataError, ShapeError
 from .fill import classical_fill_detailed, sparse_stats
-from .propagation import cspn_propagate
+from .propagation import cspn_propagate_pairs
 
 __all__ = ["CompleterConfig", "DepthCompleter"]
 
@@ -176,7 +176,8 @@ class DepthCompleter:
         A band is computed over its rows plus `halo` rows on each side and keeps its own rows: a propagation step
         reaches one row further (a band edge, seen as an image border, is wrong after n steps for n rows), and the
         confidence looks `edge_window // 2` rows further; the fill of a band equals the whole image's
-        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.
+        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (The fill's
+        distance transform is compute-bound and gains most from the second core.)
         """
         cfg = self.config
         fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
@@ -197,19 +198,12 @@ class DepthCompleter:
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
             fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, **fill_args)
-            weights, centre = anchored_affinity(
+            aff = anchored_pair_affinity(
                 rgb[c0:c1], anchor=cfg.anchor, sigma=sigma.result(), sigma_scale=cfg.colour_sigma_scale
             )
-            with torch.inference_mode():
-                out = cspn_propagate(
-                    torch.from_numpy(fr.depth)[None, None],
-                    torch.from_numpy(weights)[None],
-                    iterations=cfg.iterations,
-                    sparse=torch.from_numpy(fr.anchors)[None, None],
-                    normalized=True,
-                    center_weight=torch.from_numpy(centre)[None, None],
-                )
-            d = out[0, 0].numpy()  # a fresh array: clipped in place
+            d = cspn_propagate_pairs(  # a fresh array: clipped in place
+                fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+            )
             np.clip(d, np.float32(1e-3), np.float32(cfg.max_depth), out=d)
             c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
             depth[r0:r1] = d[r0 - c0 : r1 - c0]
@@ -219,7 +213,7 @@ class DepthCompleter:
         try:
             run(0)
         finally:
-            wait(others)  # no band outlives the call, even when this one raised
+            wait([sigma, *others])  # no worker outlives the call, even when this band raised
         for f in others:
             f.result()
         return depth, conf

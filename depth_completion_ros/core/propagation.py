@@ -41,13 +41,23 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ShapeError, check_shape
 
-__all__ = ["EPS", "NEIGHBOUR_OFFSETS", "NORMALIZATIONS", "clear_workspace", "cspn_propagate", "normalize_affinity"]
+__all__ = [
+    "EPS",
+    "NEIGHBOUR_OFFSETS",
+    "NORMALIZATIONS",
+    "PAIR_OFFSETS",
+    "clear_workspace",
+    "cspn_propagate",
+    "cspn_propagate_pairs",
+    "normalize_affinity",
+]
 
 EPS = 1e-6
 """Smallest denominator of the affinity normalization."""
@@ -63,6 +73,10 @@ NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = (
     (1, 1),
 )
 """(dy, dx) of affinity channel k: row-major 3×3 without the centre."""
+
+PAIR_OFFSETS: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (1, -1))
+"""One offset of each opposite pair of `NEIGHBOUR_OFFSETS`: symmetric affinities (w(p, p + o) = w(p + o, p)) are
+given as one weight array a pair (`cspn_propagate_pairs`)."""
 
 NORMALIZATIONS = ("8sum", "8sum_abs", "8sum_clamp", "8sum_abs_clamp")
 
@@ -240,6 +254,159 @@ def cspn_propagate(
         )
 
 
+def cspn_propagate_pairs(
+    h0: np.ndarray,
+    pairs: np.ndarray,
+    inv_norm: np.ndarray,
+    *,
+    anchor: float,
+    iterations: int,
+    sparse: np.ndarray | None = None,
+    dilation: int = 1,
+) -> np.ndarray:
+    """CSPN propagation with symmetric affinities and anchored normalization, on the CPU (no autograd).
+
+    The same update as `cspn_propagate` with ``ŵ_k = w_k · inv_norm`` and H0 weight ``anchor · inv_norm``:
+
+        H(t+1)(p) = (Σ_k w_k(p) · H(t)(p + d·o_k) + anchor · H0(p)) · inv_norm(p)
+
+    which is the normalized CSPN step when ``inv_norm = 1 / (Σ_k w_k + anchor)`` (then ``1 − Σ_k ŵ_k =
+    anchor · inv_norm``).  Affinities are symmetric, ``w(p, p + o) = w(p + o, p)``: one array per opposite pair
+    (`PAIR_OFFSETS`) serves both directions, so the 8 weight channels are never materialized or normalized.
+    Sparse measurements are re-imposed after every step.
+
+    Args:
+        h0: (H, W) float32 initial depth, metres.
+        pairs: (4, H + 2d, W + 2d) float32, zero-padded by d: ``pairs[i, d + y, d + x]`` is the weight between
+            pixel (y, x) and (y, x) + d·PAIR_OFFSETS[i]; 0 where that neighbour is outside the image.
+        inv_norm: (H, W) float32 per-pixel normalization (see above).
+        anchor: weight of H0 before normalization (>= 0).
+        iterations: number of steps (>= 0).
+        sparse: optional (H, W) float32 measured depth, metres, 0 = missing.
+        dilation: neighbour spacing d, pixels (>= 1).
+
+    Returns:
+        (H, W) float32 propagated depth, metres (a new array).
+
+    Raises:
+        ShapeError: wrong shapes or dtypes.
+        ValueError: bad iterations, dilation or anchor.
+    """
+    d = int(dilation)
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if anchor < 0:
+        raise ValueError(f"anchor must be >= 0, got {anchor}")
+    h0_a = _float32_map("h0", h0)
+    H, W = h0_a.shape
+    check_shape("pairs", np.shape(pairs), (len(PAIR_OFFSETS), H + 2 * d, W + 2 * d))
+    check_shape("inv_norm", np.shape(inv_norm), (H, W))
+    if iterations == 0:
+        return h0_a.copy()
+    w_a = _float32_map("pairs", pairs, ndim=3)
+    inv_a = _float32_map("inv_norm", inv_norm)
+    s_a = None
+    if sparse is not None:
+        s_a = _float32_map("sparse", sparse)
+        check_shape("sparse", s_a.shape, (H, W))
+    if d == 1:
+        return _propagate_pairs_d1(h0_a, w_a, inv_a, s_a, float(anchor), int(iterations))
+    # Neighbours d pixels apart link only pixels of one residue class (y mod d, x mod d): d² independent
+    # propagations with neighbours 1 pixel apart, on the subsampled grids.  Row r, r + d, ... of the pairs padded by
+    # d is the subsampled grid's pairs padded by 1 (the first and last rows / columns fall in the zero padding).
+    out = np.empty((H, W), np.float32)
+    for r in range(min(d, H)):
+        for c in range(min(d, W)):
+            out[r::d, c::d] = _propagate_pairs_d1(
+                np.ascontiguousarray(h0_a[r::d, c::d]),
+                np.ascontiguousarray(w_a[:, r::d, c::d]),
+                np.ascontiguousarray(inv_a[r::d, c::d]),
+                None if s_a is None else np.ascontiguousarray(s_a[r::d, c::d]),
+                float(anchor),
+                int(iterations),
+            )
+    return out
+
+
+def _propagate_pairs_d1(
+    h0: np.ndarray, pairs: np.ndarray, inv_norm: np.ndarray, sparse: np.ndarray | None, anchor: float, n: int
+) -> np.ndarray:
+    """`cspn_propagate_pairs` with dilation 1 on checked float32 arrays."""
+    H, W = h0.shape
+    if sparse is None:
+        rows = cols = np.empty(0, np.intp)
+        vals = np.empty(0, np.float32)
+    else:
+        flat = np.flatnonzero(sparse > 0)  # ~8x faster than a 2-D np.nonzero
+        vals = sparse.reshape(-1)[flat]
+        rows, cols = np.divmod(flat, W)
+    # Two padded buffers: only interiors are written, so the borders stay 0 (neighbours outside the image).
+    bufs = np.empty((2, H + 2, W + 2), np.float32)
+    bufs[:, 0] = 0.0
+    bufs[:, H + 1] = 0.0
+    bufs[:, :, 0] = 0.0
+    bufs[:, :, W + 1] = 0.0
+    bufs[0, 1 : H + 1, 1 : W + 1] = h0
+    center = np.multiply(h0, inv_norm)
+    center *= np.float32(anchor)
+    last = _pair_iterations(bufs, pairs, center, inv_norm, n, rows + 1, cols + 1, vals)
+    return bufs[last, 1 : H + 1, 1 : W + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _pair_iterations(
+    bufs: np.ndarray,
+    pairs: np.ndarray,
+    center: np.ndarray,
+    inv_norm: np.ndarray,
+    iterations: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The steps of `cspn_propagate_pairs` (dilation 1), one pass over the image each.
+
+    bufs: (2, H + 2, W + 2), bufs[0] holding H0 inside a zero border; pairs padded by 1, order `PAIR_OFFSETS`:
+    (0, 1), (1, 0), (1, 1), (1, -1); rows / cols: padded coordinates of the measurements `vals`.  Returns the index
+    of the buffer holding the result.  (Indices are written as y, y + 1, y + 2 from loop counters starting at 0:
+    LLVM then vectorizes the inner loop, ~4x faster than with offsets from a variable.)
+    """
+    H, W = center.shape
+    src = 0
+    for _ in range(iterations):
+        a = bufs[src]
+        b = bufs[1 - src]
+        for y in range(H):
+            for x in range(W):
+                acc = (
+                    pairs[0, y + 1, x + 1] * a[y + 1, x + 2]
+                    + pairs[0, y + 1, x] * a[y + 1, x]
+                    + pairs[1, y + 1, x + 1] * a[y + 2, x + 1]
+                    + pairs[1, y, x + 1] * a[y, x + 1]
+                    + pairs[2, y + 1, x + 1] * a[y + 2, x + 2]
+                    + pairs[2, y, x] * a[y, x]
+                    + pairs[3, y + 1, x + 1] * a[y + 2, x]
+                    + pairs[3, y, x + 2] * a[y, x + 2]
+                )
+                b[y + 1, x + 1] = acc * inv_norm[y, x] + center[y, x]
+        for i in range(vals.size):  # the measurements are re-imposed after every step
+            b[rows[i], cols[i]] = vals[i]
+        src = 1 - src
+    return src
+
+
+def _float32_map(name: str, a: np.ndarray, ndim: int = 2) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != ndim:
+        raise ShapeError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype != np.float32:
+        raise ShapeError(f"{name}: expected float32, got {arr.dtype}")
+    # Strided views (row bands of a larger map) are used as they are; torch cannot view negative strides.
+    return np.ascontiguousarray(arr) if any(st < 0 for st in arr.strides) else arr
+
+
 class _Workspace:
     """Reusable buffers of the no-grad path (per thread, CPU only).
 
@@ -394,6 +561,17 @@ def _center_term(aff: Tensor, h0: Tensor, center: Tensor, d: int, normalized: bo
     torch.addcmul(h0, center, h0, value=-1, out=center)  # h0 − Σŵ·h0
 
 
+def _ping_pong(ws: _Workspace, h0: Tensor, d: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Two zero-padded (B, 1, H + 2d, W + 2d) buffers and their interiors, the first holding h0.  Only interiors
+    are ever written, so the zero borders survive reuse."""
+    B, _, H, W = h0.shape
+    shape = (B, 1, H + 2 * d, W + 2 * d)
+    bufs = [ws.get("ping", shape, h0, zero=True), ws.get("pong", shape, h0, zero=True)]
+    inner = [b[:, :, d : d + H, d : d + W] for b in bufs]
+    inner[0].copy_(h0)
+    return bufs, inner
+
+
 def _run_inplace(
     ws: _Workspace,
     h0: Tensor,
@@ -406,35 +584,12 @@ def _run_inplace(
     d: int,
 ) -> Tensor:
     """The no-grad iterations, given the centre term (1 − Σŵ)·H0 in `center`."""
-    B, _, H, W = h0.shape
-    Hp, Wp = H + 2 * d, W + 2 * d
-    # Padded ping-pong buffers: only interiors are ever written, so the zero borders survive reuse.
-    bufs = [ws.get("ping", (B, 1, Hp, Wp), h0, zero=True), ws.get("pong", (B, 1, Hp, Wp), h0, zero=True)]
-    inner = [b[:, :, d : d + H, d : d + W] for b in bufs]
-    inner[0].copy_(h0)
+    H, W = h0.shape[-2:]
+    bufs, inner = _ping_pong(ws, h0, d)
     shifted = [[b[:, :, r, c] for r, c in (_shift_slices(k, H, W, d) for k in range(8))] for b in bufs]
     weights = [aff[:, k : k + 1] for k in range(8)]
 
-    # Sparse replacement: index copies for sparse inputs, two dense passes for dense ones.
-    idx = vals = conf_vals = None
-    keep = add = None
-    if sparse is not None:
-        flat = _flat_valid_indices(sparse)
-        if flat.numel() == 0:
-            pass
-        elif flat.numel() <= _DENSE_SPARSE_FRACTION * sparse.numel():
-            vals = sparse.reshape(-1).index_select(0, flat)
-            if conf is not None:
-                conf_vals = conf.reshape(-1).index_select(0, flat)
-            idx = _padded_index(flat, H, W, d)
-        else:
-            keep = ws.get("keep", (B, 1, H, W), h0)
-            add = ws.get("add", (B, 1, H, W), h0)
-            keep.copy_(sparse > 0)
-            if conf is not None:
-                keep.mul_(conf)
-            torch.mul(keep, sparse, out=add)  # gate·S
-            keep.neg_().add_(1)  # 1 − gate: exactly 0 / 1 without confidence, so S is re-imposed exactly
+    replace = _SparseReplacement(ws, sparse, conf, d)
 
     # Per-pixel iteration counts: pixels sorted by count; the frozen ones at step t are a prefix.
     frozen_idx: Tensor | None = None
@@ -455,19 +610,50 @@ def _run_inplace(
         torch.addcmul(center, weights[0], s_views[0], out=out)
         for k in range(1, 8):
             out.addcmul_(weights[k], s_views[k])
-        if idx is not None and vals is not None:
-            flat_dst = bufs[dst].view(-1)
-            if conf_vals is None:
-                flat_dst.index_copy_(0, idx, vals)
-            else:
-                flat_dst.index_copy_(0, idx, torch.lerp(flat_dst.index_select(0, idx), vals, conf_vals))
-        elif keep is not None and add is not None:
-            out.mul_(keep).add_(add)
+        replace(bufs[dst], out)
         if frozen_idx is not None and frozen_end[t] > 0:
             fi = frozen_idx[: frozen_end[t]]
             bufs[dst].view(-1).index_copy_(0, fi, bufs[src].view(-1).index_select(0, fi))
         src = dst
     return torch.empty_like(h0).copy_(inner[src])
+
+
+class _SparseReplacement:
+    """D ← m·S + (1 − m)·D at the valid sparse pixels (m = 1, or the confidence): index copies into the padded
+    buffer for sparse inputs, two dense passes over the interior for dense ones."""
+
+    def __init__(self, ws: _Workspace, sparse: Tensor | None, conf: Tensor | None, d: int) -> None:
+        self.idx = self.vals = self.conf_vals = self.keep = self.add = None
+        if sparse is None:
+            return
+        B, _, H, W = sparse.shape
+        flat = _flat_valid_indices(sparse)
+        if flat.numel() == 0:
+            return
+        if flat.numel() <= _DENSE_SPARSE_FRACTION * sparse.numel():
+            self.vals = sparse.reshape(-1).index_select(0, flat)
+            if conf is not None:
+                self.conf_vals = conf.reshape(-1).index_select(0, flat)
+            self.idx = _padded_index(flat, H, W, d)
+        else:
+            self.keep = ws.get("keep", (B, 1, H, W), sparse)
+            self.add = ws.get("add", (B, 1, H, W), sparse)
+            self.keep.copy_(sparse > 0)
+            if conf is not None:
+                self.keep.mul_(conf)
+            torch.mul(self.keep, sparse, out=self.add)  # gate·S
+            self.keep.neg_().add_(1)  # 1 − gate: exactly 0 / 1 without confidence, so S is re-imposed exactly
+
+    def __call__(self, padded: Tensor, interior: Tensor) -> None:
+        """Apply to `padded` (B, 1, H + 2d, W + 2d), whose interior view is `interior`."""
+        if self.idx is not None and self.vals is not None:
+            flat = padded.view(-1)
+            if self.conf_vals is None:
+                flat.index_copy_(0, self.idx, self.vals)
+            else:
+                flat.index_copy_(0, self.idx, torch.lerp(flat.index_select(0, self.idx), self.vals, self.conf_vals))
+        elif self.keep is not None and self.add is not None:
+            interior.mul_(self.keep).add_(self.add)
 
 
 def _flat_valid_indices(sparse: Tensor) -> Tensor:

@@ -94,3 +94,30 @@ def test_tiny_images(rng, shape):
 def test_bad_input(bad):
     with pytest.raises(ShapeError):
         rgb_affinity(bad)
+
+
+@pytest.mark.parametrize("shape", [(40, 57), (31, 2), (1, 9), (2, 1)])
+def test_colour_sigma_is_the_upper_median_of_neighbour_steps(rng, shape):
+    """The histogram median equals the sorted-array definition (element n // 2) on the 2x subsample."""
+    rgb = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    sub = rgb[::2, ::2].astype(np.int64)
+    steps = np.concatenate(
+        [np.abs(sub[:, 1:] - sub[:, :-1]).sum(-1).ravel(), np.abs(sub[1:] - sub[:-1]).sum(-1).ravel()]
+    )
+    expected = max(1.0, float(np.sort(steps)[steps.size // 2])) if steps.size else 1.0
+    assert colour_sigma(rgb) == expected
+
+
+def test_pair_affinity_is_the_8_channel_affinity(rng):
+    """Pair arrays expanded to 8 channels = the raw affinities; inv_norm = 1 / (Σ w + anchor)."""
+    from depth_completion_ros.core.affinity import anchored_pair_affinity
+
+    rgb = rng.integers(0, 255, (13, 17, 3), dtype=np.uint8)
+    for d in (1, 2):
+        raw = rgb_affinity(rgb, sigma=25.0, sigma_scale=1.0, dilation=d).numpy()[0]
+        aff = anchored_pair_affinity(rgb, anchor=0.5, sigma=25.0, sigma_scale=1.0, dilation=d)
+        assert aff.pairs.shape == (4, 13 + 2 * d, 17 + 2 * d)
+        np.testing.assert_allclose(aff.inv_norm, 1.0 / (raw.sum(axis=0) + 0.5), rtol=1e-6)
+        w, centre = aff.expanded()
+        np.testing.assert_allclose(w, raw * aff.inv_norm, rtol=1e-6)
+        np.testing.assert_allclose(centre + w.sum(axis=0), 1.0, rtol=1e-6)

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from depth_completion_ros.core.errors import ShapeError
-from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity
+from depth_completion_ros.core.propagation import (
+    PAIR_OFFSETS,
+    cspn_propagate,
+    cspn_propagate_pairs,
+    normalize_affinity,
+)
 
 OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
@@ -363,3 +368,93 @@ def test_result_is_not_overwritten_by_the_next_call(rng):
         kept = first.clone()
         cspn_propagate(torch.from_numpy(h0 * 2), torch.from_numpy(raw), iterations=3)
     np.testing.assert_array_equal(first.numpy(), kept.numpy())
+
+
+def _pair_inputs(rng, H, W, d, anchor):
+    """Symmetric raw weights as 4 padded pair arrays, the matching (1, 8, H, W) anchored-normalized weights for the
+    reference, and inv_norm."""
+    pairs = np.zeros((4, H + 2 * d, W + 2 * d), np.float32)
+    raw = np.zeros((1, 8, H, W), np.float64)
+    for i, (dy, dx) in enumerate(PAIR_OFFSETS):
+        for y in range(H):
+            for x in range(W):
+                if 0 <= y + d * dy < H and 0 <= x + d * dx < W:
+                    w = rng.uniform(0.0, 1.0)
+                    pairs[i, d + y, d + x] = w
+                    raw[0, OFFSETS.index((dy, dx)), y, x] = w
+                    raw[0, OFFSETS.index((-dy, -dx)), y + d * dy, x + d * dx] = w  # the same weight, seen from q
+    den = raw.sum(axis=1, keepdims=True) + anchor
+    inv_norm = (1.0 / den)[0, 0].astype(np.float32)
+    return pairs, raw / den, inv_norm
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("density", [0.0, 0.2, 0.9])
+def test_pairs_match_reference(rng, d, density):
+    """Symmetric pair weights with anchored normalization = the CSPN update with ŵ = w / (Σw + anchor)."""
+    H, W, anchor = 9, 11, 0.7
+    pairs, wn, inv_norm = _pair_inputs(rng, H, W, d, anchor)
+    h0 = rng.uniform(1.0, 50.0, (H, W)).astype(np.float32)
+    sparse = np.where(rng.random((H, W)) < density, rng.uniform(1.0, 50.0, (H, W)), 0.0).astype(np.float32)
+    expected = ref_propagate(h0[None, None], wn, 5, sparse[None, None] if density else None, d=d)[0, 0]
+    out = cspn_propagate_pairs(
+        h0, pairs, inv_norm, anchor=anchor, iterations=5, sparse=sparse if density else None, dilation=d
+    )
+    assert out.shape == (H, W) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=5e-4)
+    if density:
+        np.testing.assert_array_equal(out[sparse > 0], sparse[sparse > 0])  # measurements kept exactly
+
+
+def test_pairs_agree_with_cspn_propagate_on_expanded_weights(rng):
+    """The pair form and the general operator (8 normalized channels + centre weight) give the same depth."""
+    from depth_completion_ros.core.affinity import anchored_pair_affinity
+
+    rgb = rng.integers(0, 255, (40, 57, 3), dtype=np.uint8)
+    aff = anchored_pair_affinity(rgb, anchor=0.5, sigma=20.0, sigma_scale=1.0)
+    h0 = rng.uniform(1.0, 80.0, (40, 57)).astype(np.float32)
+    sparse = np.where(rng.random((40, 57)) < 0.05, h0 * 1.1, 0.0).astype(np.float32)
+    w, centre = aff.expanded()
+    general = cspn_propagate(
+        torch.from_numpy(h0)[None, None],
+        torch.from_numpy(w)[None],
+        iterations=4,
+        sparse=torch.from_numpy(sparse)[None, None],
+        normalized=True,
+        center_weight=torch.from_numpy(centre)[None, None],
+    )[0, 0].numpy()
+    pair = cspn_propagate_pairs(h0, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=4, sparse=sparse)
+    np.testing.assert_allclose(pair, general, rtol=2e-6, atol=1e-5)
+
+
+def test_pairs_zero_iterations_and_inputs_unchanged(rng):
+    pairs, _, inv_norm = _pair_inputs(rng, 6, 8, 1, 0.5)
+    h0 = rng.uniform(1.0, 50.0, (6, 8)).astype(np.float32)
+    before = (h0.copy(), pairs.copy(), inv_norm.copy())
+    out = cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=0)
+    np.testing.assert_array_equal(out, h0)
+    assert out is not h0
+    cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=3)
+    for a, b in zip(before, (h0, pairs, inv_norm), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pairs_bad_inputs_raise(rng):
+    pairs, _, inv_norm = _pair_inputs(rng, 6, 8, 1, 0.5)
+    h0 = np.ones((6, 8), np.float32)
+    with pytest.raises(ShapeError, match="pairs"):
+        cspn_propagate_pairs(h0, pairs[:, 1:], inv_norm, anchor=0.5, iterations=1)
+    with pytest.raises(ShapeError, match="pairs"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, dilation=2)
+    with pytest.raises(ShapeError, match="inv_norm"):
+        cspn_propagate_pairs(h0, pairs, inv_norm[:-1], anchor=0.5, iterations=1)
+    with pytest.raises(ShapeError, match="sparse"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, sparse=np.ones((6, 7), np.float32))
+    with pytest.raises(ShapeError, match="h0"):
+        cspn_propagate_pairs(h0.astype(np.float64), pairs, inv_norm, anchor=0.5, iterations=1)
+    with pytest.raises(ValueError, match="iterations"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=-1)
+    with pytest.raises(ValueError, match="dilation"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, dilation=0)
+    with pytest.raises(ValueError, match="anchor"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=-1.0, iterations=1)
