@@ -19,13 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from depth_completion_ros.core.allocator import configure_allocator
-from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity
+from depth_completion_ros.core.propagation import (
+    NEIGHBOUR_OFFSETS,
+    PAIR_OFFSETS,
+    cspn_propagate,
+    cspn_propagate_pairs,
+    normalize_affinity,
+)
 
 
 def unfold_propagate(h0: torch.Tensor, aff: torch.Tensor, n: int, sparse: torch.Tensor | None) -> torch.Tensor:
@@ -70,6 +77,57 @@ def _pair(mode: str, h0, raw, aff, sparse, n: int):
         lambda: cspn_propagate(h0, raw, iterations=n, sparse=sparse),
         lambda: unfold_propagate(h0, normalize_affinity(raw), n, sparse),
     )
+
+
+def _pair_rows(H: int, W: int, args) -> list[dict]:
+    """The weight-free default's kernel (`cspn_propagate_pairs`: symmetric weights, anchored normalization, one
+    numba pass per step, CPU) against the unfold reference on the same weights expanded to 8 normalized channels."""
+    rng = np.random.default_rng(0)
+    anchor = 0.5
+    pairs = np.zeros((4, H + 2, W + 2), np.float32)
+    pairs[:, 1 : H + 1, 1 : W + 1] = rng.random((4, H, W), dtype=np.float32)
+    pairs[0, :, W] = 0.0  # (0, 1): no right neighbour in the last column
+    pairs[1:, H] = 0.0  # (1, 0), (1, 1), (1, -1): no neighbour below the last row
+    pairs[2, :, W] = 0.0  # (1, 1)
+    pairs[3, :, 1] = 0.0  # (1, -1): no left neighbour in the first column
+    h0 = rng.uniform(1.0, 81.0, (H, W)).astype(np.float32)
+    sparse = np.where(rng.random((H, W)) < args.density, rng.uniform(1.0, 81.0, (H, W)), 0.0).astype(np.float32)
+    raw = np.empty((8, H, W), np.float32)
+    for i, (dy, dx) in enumerate(PAIR_OFFSETS):
+        raw[NEIGHBOUR_OFFSETS.index((dy, dx))] = pairs[i, 1 : H + 1, 1 : W + 1]
+        raw[NEIGHBOUR_OFFSETS.index((-dy, -dx))] = pairs[i, 1 - dy : 1 - dy + H, 1 - dx : 1 - dx + W]
+    inv_norm = (1.0 / (raw.sum(axis=0) + anchor)).astype(np.float32)
+    aff = torch.from_numpy(raw * inv_norm)[None]
+    h0_t, sparse_t = torch.from_numpy(h0)[None, None], torch.from_numpy(sparse)[None, None]
+    torch.set_num_threads(1)
+    out = []
+    for n in args.iterations:
+        fn = lambda n=n: cspn_propagate_pairs(h0, pairs, inv_norm, anchor=anchor, iterations=n, sparse=sparse)  # noqa: E731
+        with torch.inference_mode():
+            ref = unfold_propagate(h0_t, aff, n, sparse_t)[0, 0].numpy()
+            err = float(np.abs(fn() - ref).max())
+            t_ref, _ = _time(
+                lambda n=n: unfold_propagate(h0_t, aff, n, sparse_t), max(3, args.repeats // 3), 1, torch.device("cpu")
+            )
+        t_ours, iqr = _time(fn, args.repeats, args.warmup, torch.device("cpu"))
+        row = {
+            "device": "cpu",
+            "threads": 1,
+            "iterations": n,
+            "mode": "pairs(numba)",
+            "ours_ms": t_ours,
+            "ours_iqr_ms": iqr,
+            "unfold_ms": t_ref,
+            "ratio": t_ref / t_ours,
+            "ms_per_iteration": t_ours / n,
+            "max_abs_diff": err,
+        }
+        out.append(row)
+        print(
+            f"{'cpu':<6} {1:>3} {n:>5} {'pairs(numba)':<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
+            f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}   max |diff| {err:.1e} m"
+        )
+    return out
 
 
 def main() -> int:
@@ -133,6 +191,7 @@ def main() -> int:
                             f"{dev.type:<6} {thr:>3} {n:>5} {mode:<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
                             f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}"
                         )
+    rows += _pair_rows(H, W, args)
     if args.json:
         meta = {"torch": torch.__version__, "size": [H, W], "density": args.density, "repeats": args.repeats}
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
