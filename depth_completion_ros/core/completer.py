@@ -90,6 +90,10 @@ class DepthCompleter:
         self._model_name = "ip-basic-family fill + rgb-affinity cspn (weight-free)"
         if cfg.method == "cspn":
             self._load_model()
+        else:
+            # Load (or, the first time on a machine, compile) the numba propagation kernel now, not on the first frame.
+            tiny = np.ones((2, 2), np.float32)
+            cspn_propagate_pairs(tiny, np.zeros((4, 4, 4), np.float32), tiny, anchor=1.0, iterations=1, sparse=tiny)
 
     def _pool(self) -> ThreadPoolExecutor:
         """Worker threads for the colour scale and the bands after the first (created on first use)."""
