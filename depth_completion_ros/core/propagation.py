@@ -35,6 +35,10 @@ allocations page-fault on every call; `clear_workspace()` frees them.  With auto
 the same math.  Measured at 1242×375, 5 % sparse, 1 thread on this project's 2-core CPU:
 ≈ 1 ms per iteration + ≈ 2.5 ms setup, 9–12× faster than an unfold-based implementation
 (`benchmarks/bench_propagation.py`).
+
+`cspn_propagate_pairs` (the weight-free default, CPU, no autograd): the same update for symmetric affinities with
+the anchored normalization ŵ = w / (Σw + anchor), from 4 pair arrays, one fused numba pass per step (≈ 0.4 ms
+per iteration at 1242×375; 17–23× the unfold implementation on the same weights).
 """
 
 from __future__ import annotations
