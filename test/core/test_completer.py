@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -102,6 +104,47 @@ def test_bands_give_the_single_thread_result(rng, bands, shape):
 def test_bad_bands():
     with pytest.raises(ValueError, match="bands"):
         DepthCompleter(CompleterConfig(bands=0))
+
+
+def test_balanced_cuts():
+    """Cuts split the estimated work (row width + a cost per measurement, the colour scale on band 0) evenly."""
+    from depth_completion_ros.core.completer import _COLOUR_SIGMA_COST, _POINT_COST_PX, _balanced_cuts
+
+    assert _balanced_cuts(np.zeros(100, int), 50, 1, min_rows=10) == [0, 100]
+    # Uniform rows: band 0 is shorter by the colour scale's share.
+    cuts = _balanced_cuts(np.zeros(400, int), 1000, 2, min_rows=10)
+    assert cuts[0] == 0 and cuts[-1] == 400
+    assert abs(cuts[1] - round(400 * (1 - _COLOUR_SIGMA_COST) / 2)) <= 1
+    # Measurements only in the lower half: the lower band gets fewer rows, the estimated costs are about equal.
+    points = np.r_[np.zeros(200, int), np.full(200, 2000)]
+    cuts = _balanced_cuts(points, 1000, 2, min_rows=10)
+    row_cost = 1000 + _POINT_COST_PX * points
+    band0 = row_cost[: cuts[1]].sum() + _COLOUR_SIGMA_COST * 400 * 1000
+    band1 = row_cost[cuts[1] :].sum()
+    assert cuts[1] > 200
+    assert abs(band0 - band1) <= row_cost.max()
+    # Every band keeps min_rows when the image allows it; strictly increasing cuts.
+    cuts = _balanced_cuts(np.r_[np.full(5, 10**6), np.zeros(95, int)], 10, 3, min_rows=20)
+    assert cuts[0] == 0 and cuts[-1] == 100
+    assert all(b - a >= 20 for a, b in itertools.pairwise(cuts))
+
+
+def test_error_in_the_colour_scale_reaches_every_band(rng, monkeypatch):
+    """A failure on the calling thread is raised there, and the worker bands waiting on it end too."""
+    import depth_completion_ros.core.completer as completer_module
+
+    def broken(_rgb):
+        raise RuntimeError("colour scale failed")
+
+    monkeypatch.setattr(completer_module, "colour_sigma", broken)
+    rgb, sp, _ = _scene(rng, 200, 64)
+    completer = DepthCompleter(CompleterConfig(bands=2))
+    with pytest.raises(RuntimeError, match="colour scale failed"):
+        completer.complete(rgb, sp)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(
+        completer.complete(rgb, sp)[0], DepthCompleter(CompleterConfig(bands=1)).complete(rgb, sp)[0]
+    )
 
 
 def _kitti(d, cam):
