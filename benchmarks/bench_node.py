@@ -160,6 +160,10 @@ def main() -> int:
             new_stats = stats[n0:]
             dropped = (new_stats[-1].frames_dropped - dropped0) if new_stats else 0
             completion = np.median([s.completion_ms for s in new_stats]) if new_stats else float("nan")
+            decode_project = (
+                np.median([s.decode_ms + s.projection_ms for s in new_stats]) if new_stats else float("nan")
+            )
+            publish = np.median([s.publish_ms for s in new_stats]) if new_stats else float("nan")
             row = [
                 f"{rate:.0f} Hz in",
                 sent,
@@ -167,13 +171,26 @@ def main() -> int:
                 got / args.seconds,
                 float(np.percentile(lat, 50)) if got else float("nan"),
                 float(np.percentile(lat, 99)) if got else float("nan"),
+                float(decode_project),
                 float(completion),
+                float(publish),
                 int(dropped),
             ]
             rows.append(row)
             results[f"rate_{rate:g}"] = dict(
                 zip(
-                    ["input", "sent", "received", "out_hz", "p50_ms", "p99_ms", "completion_ms", "dropped"],
+                    [
+                        "input",
+                        "sent",
+                        "received",
+                        "out_hz",
+                        "p50_ms",
+                        "p99_ms",
+                        "decode_project_ms",
+                        "completion_ms",
+                        "publish_ms",
+                        "dropped",
+                    ],
                     row,
                     strict=True,
                 )
@@ -185,7 +202,18 @@ def main() -> int:
     print_table(
         f"depth_completion_node end to end, {source} 1242x375, {len(scan)} points, default method "
         f"(core API in-process baseline: {core['median_ms']:.1f} ms/frame = {1e3 / core['median_ms']:.1f} Hz)",
-        ["input", "sent", "depth out", "out Hz", "latency p50 ms", "p99 ms", "completion ms", "dropped"],
+        [
+            "input",
+            "sent",
+            "depth out",
+            "out Hz",
+            "latency p50 ms",
+            "p99 ms",
+            "decode+project ms",
+            "completion ms",
+            "publish ms",
+            "dropped",
+        ],
         rows,
     )
     print(f"node RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end ({100 * (rss1 - rss0) / rss0:+.1f} %)")

@@ -26,24 +26,27 @@ Conventions (fixed, tested):
   * dtype: float32 / float64 are kept; float16 / bfloat16 inputs (CUDA autocast) are propagated in
     float32 (fp16 steps are 0.125 m at 250 m) and returned as float32.
 
-Fast path (no autograd needed: `torch.no_grad()` / `torch.inference_mode()`, or no input requires grad):
-two zero-padded ping-pong buffers, the 8 neighbour terms are shifted views multiply-accumulated in place
-(`addcmul`) into the interior of the other buffer; no allocation inside the loop except the small
-index gathers of the sparse replacement.  On the CPU the buffers (about 13·B·H·W floats with raw
-affinities, 5·B·H·W with normalized ones) are kept per thread between calls, because fresh multi-MB
-allocations page-fault on every call; `clear_workspace()` frees them.  With autograd, a functional path with
-the same math.  Measured at 1242×375, 5 % sparse, 1 thread on this project's 2-core CPU:
-≈ 1 ms per iteration + ≈ 2.5 ms setup, 9–12× faster than an unfold-based implementation
-(`benchmarks/bench_propagation.py`).
+Fast paths (no autograd needed: `torch.no_grad()` / `torch.inference_mode()`, or no input requires grad), both
+with two zero-padded ping-pong buffers and no allocation inside the loop:
+  * CPU, float32, fixed iteration count: one fused numba pass per step over the 8 weight channels
+    (`_eight_iterations`), the sparse replacement an index loop; dilation d as d² dilation-1 propagations on the
+    residue grids (y mod d, x mod d), which neighbours d pixels apart never mix.
+  * Otherwise (CUDA, float64, per-pixel counts): the 8 neighbour terms are shifted views multiply-accumulated in
+    place (`addcmul`) into the interior of the other buffer; on the CPU the buffers are kept per thread between
+    calls (fresh multi-MB allocations page-fault on every call; `clear_workspace()` frees them).
+With autograd, a functional path with the same math.  Measured at 1242×375, 5 % sparse, 1 thread on this project's
+2-core CPU (`benchmarks/bench_propagation.py`): ≈ 0.5–0.9 ms per iteration + ≈ 2 ms setup, about 10× an unfold-based
+implementation at 4 iterations and 13–22× at 12–24.
 
 `cspn_propagate_pairs` (the weight-free default, CPU, no autograd): the same update for symmetric affinities with
 the anchored normalization ŵ = w / (Σw + anchor), from 4 pair arrays, one fused numba pass per step (≈ 0.4 ms
-per iteration at 1242×375; 17–23× the unfold implementation on the same weights).
+per iteration at 1242×375; 12–24× the unfold implementation on the same weights).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -315,47 +318,33 @@ def cspn_propagate_pairs(
     if sparse is not None:
         s_a = _float32_map("sparse", sparse)
         check_shape("sparse", s_a.shape, (H, W))
-    if d == 1:
-        return _propagate_pairs_d1(h0_a, w_a, inv_a, s_a, float(anchor), int(iterations))
-    # Neighbours d pixels apart link only pixels of one residue class (y mod d, x mod d): d² independent
-    # propagations with neighbours 1 pixel apart, on the subsampled grids.  Row r, r + d, ... of the pairs padded by
-    # d is the subsampled grid's pairs padded by 1 (the first and last rows / columns fall in the zero padding).
-    out = np.empty((H, W), np.float32)
-    for r in range(min(d, H)):
-        for c in range(min(d, W)):
-            out[r::d, c::d] = _propagate_pairs_d1(
-                np.ascontiguousarray(h0_a[r::d, c::d]),
-                np.ascontiguousarray(w_a[:, r::d, c::d]),
-                np.ascontiguousarray(inv_a[r::d, c::d]),
-                None if s_a is None else np.ascontiguousarray(s_a[r::d, c::d]),
-                float(anchor),
-                int(iterations),
-            )
-    return out
+    # Row r, r + d, ... of the pairs padded by d is a subsampled grid's pairs padded by 1 (the first and last rows
+    # and columns fall in the zero padding).
+    return _per_residue_class(
+        d,
+        H,
+        W,
+        lambda r, c: _propagate_pairs_d1(
+            np.ascontiguousarray(h0_a[r::d, c::d]),
+            np.ascontiguousarray(w_a[:, r::d, c::d]),
+            np.ascontiguousarray(inv_a[r::d, c::d]),
+            None if s_a is None else np.ascontiguousarray(s_a[r::d, c::d]),
+            float(anchor),
+            int(iterations),
+        ),
+    )
 
 
 def _propagate_pairs_d1(
     h0: np.ndarray, pairs: np.ndarray, inv_norm: np.ndarray, sparse: np.ndarray | None, anchor: float, n: int
 ) -> np.ndarray:
-    """`cspn_propagate_pairs` with dilation 1 on checked float32 arrays."""
+    """`cspn_propagate_pairs` with dilation 1 on contiguous float32 arrays."""
     H, W = h0.shape
-    if sparse is None:
-        rows = cols = np.empty(0, np.intp)
-        vals = np.empty(0, np.float32)
-    else:
-        flat = np.flatnonzero(sparse > 0)  # ~8x faster than a 2-D np.nonzero
-        vals = sparse.reshape(-1)[flat]
-        rows, cols = np.divmod(flat, W)
-    # Two padded buffers: only interiors are written, so the borders stay 0 (neighbours outside the image).
-    bufs = np.empty((2, H + 2, W + 2), np.float32)
-    bufs[:, 0] = 0.0
-    bufs[:, H + 1] = 0.0
-    bufs[:, :, 0] = 0.0
-    bufs[:, :, W + 1] = 0.0
-    bufs[0, 1 : H + 1, 1 : W + 1] = h0
+    rows, cols, vals, _ = _measurements(sparse, W)
+    bufs = _padded_pair(h0)
     center = np.multiply(h0, inv_norm)
     center *= np.float32(anchor)
-    last = _pair_iterations(bufs, pairs, center, inv_norm, n, rows + 1, cols + 1, vals)
+    last = _pair_iterations(bufs, pairs, center, inv_norm, n, rows, cols, vals)
     return bufs[last, 1 : H + 1, 1 : W + 1].copy()
 
 
@@ -539,12 +528,169 @@ def _propagate_inplace(
     center_weight: Tensor | None,
 ) -> Tensor:
     B, _, H, W = h0.shape
+    if h0.device.type == "cpu" and h0.dtype == torch.float32 and per_pixel is None:
+        return _run_fused_cpu(h0, aff, center_weight, n, sparse, conf, d)
     center = ws.get("center", (B, 1, H, W), h0)
     if center_weight is not None:
         torch.mul(center_weight, h0, out=center)
     else:
         _center_term(aff, h0, center, d, normalized)
     return _run_inplace(ws, h0, aff, center, n, per_pixel, sparse, conf, d)
+
+
+def _run_fused_cpu(
+    h0: Tensor, aff: Tensor, center_weight: Tensor | None, n: int, sparse: Tensor | None, conf: Tensor | None, d: int
+) -> Tensor:
+    """The no-grad steps on the CPU in float32, one numba pass per step and batch item (`_eight_iterations`).
+    Out-of-image weights are dropped (their neighbours read the zero border; the H0 weight is 1 − Σŵ over the
+    neighbours inside the image, or `center_weight`)."""
+    B, _, H, W = h0.shape
+    out = torch.empty_like(h0)
+    for b in range(B):
+        h0_b = h0[b, 0].contiguous().numpy()
+        aff_b = aff[b].contiguous().numpy()
+        center_b = None if center_weight is None else center_weight[b, 0].contiguous().numpy()
+        sparse_b = None if sparse is None else sparse[b, 0].contiguous().numpy()
+        conf_b = None if conf is None or sparse is None else conf[b, 0].contiguous().numpy()
+
+        def run(r: int, c: int, h0_b=h0_b, aff_b=aff_b, center_b=center_b, sparse_b=sparse_b, conf_b=conf_b):
+            sub = (slice(r, None, d), slice(c, None, d))
+            return _eight_d1(
+                np.ascontiguousarray(h0_b[sub]),
+                np.ascontiguousarray(aff_b[(slice(None), *sub)]),
+                None if center_b is None else np.ascontiguousarray(center_b[sub]),
+                None if sparse_b is None else np.ascontiguousarray(sparse_b[sub]),
+                None if conf_b is None else np.ascontiguousarray(conf_b[sub]),
+                n,
+            )
+
+        out[b, 0] = torch.from_numpy(_per_residue_class(d, H, W, run))
+    return out
+
+
+def _per_residue_class(d: int, H: int, W: int, run: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """(H, W) float32 assembled from `run(r, c)`, the result on the grid (r::d, c::d).
+
+    Neighbours d pixels apart link only pixels of one residue class (y mod d, x mod d): a propagation with dilation
+    d is d² independent propagations with neighbours 1 pixel apart on the subsampled grids."""
+    if d == 1:
+        return run(0, 0)
+    out = np.empty((H, W), np.float32)
+    for r in range(min(d, H)):
+        for c in range(min(d, W)):
+            out[r::d, c::d] = run(r, c)
+    return out
+
+
+def _padded_pair(h0: np.ndarray) -> np.ndarray:
+    """(2, H + 2, W + 2) float32 ping-pong buffers, the first holding h0, with zero borders (only interiors are
+    written afterwards)."""
+    H, W = h0.shape
+    bufs = np.empty((2, H + 2, W + 2), np.float32)
+    bufs[:, 0] = 0.0
+    bufs[:, H + 1] = 0.0
+    bufs[:, :, 0] = 0.0
+    bufs[:, :, W + 1] = 0.0
+    bufs[0, 1 : H + 1, 1 : W + 1] = h0
+    return bufs
+
+
+def _measurements(sparse: np.ndarray | None, W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows + 1, cols + 1, values, flat indices) of the valid (> 0) pixels of an (H, W) map (padded coordinates
+    for `_padded_pair` buffers)."""
+    if sparse is None:
+        empty = np.empty(0, np.intp)
+        return empty, empty, np.empty(0, np.float32), empty
+    flat = np.flatnonzero(sparse > 0)  # ~8x faster than a 2-D np.nonzero
+    rows, cols = np.divmod(flat, W)
+    return rows + 1, cols + 1, sparse.reshape(-1)[flat], flat
+
+
+def _eight_d1(
+    h0: np.ndarray,
+    aff: np.ndarray,
+    center_weight: np.ndarray | None,
+    sparse: np.ndarray | None,
+    conf: np.ndarray | None,
+    n: int,
+) -> np.ndarray:
+    """`n` steps with dilation 1 on contiguous float32 arrays: (H, W) h0, (8, H, W) ŵ, optional (H, W) H0 weight."""
+    H, W = h0.shape
+    rows, cols, vals, flat = _measurements(sparse, W)
+    gate = np.empty(0, np.float32) if conf is None else conf.reshape(-1)[flat]
+    bufs = _padded_pair(h0)
+    center = _eight_center(bufs[0], aff) if center_weight is None else np.multiply(center_weight, h0)
+    last = _eight_iterations(bufs, aff, center, n, rows, cols, vals, gate)
+    return bufs[last, 1 : H + 1, 1 : W + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _eight_center(padded_h0: np.ndarray, aff: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(1 − Σ_k ŵ_k)·H0 over the neighbours inside the image, from H0 in a zero-bordered (H + 2, W + 2) buffer."""
+    H, W = aff.shape[1], aff.shape[2]
+    s = np.empty((H, W), np.float32)
+    for y in range(H):  # all 8 (branch-free: vectorized), then the border pixels' outside neighbours removed
+        for x in range(W):
+            s[y, x] = (
+                aff[0, y, x] + aff[1, y, x] + aff[2, y, x] + aff[3, y, x]
+                + aff[4, y, x] + aff[5, y, x] + aff[6, y, x] + aff[7, y, x]
+            )  # fmt: skip
+    for x in range(W):
+        s[0, x] -= aff[0, 0, x] + aff[1, 0, x] + aff[2, 0, x]  # no row above
+        s[H - 1, x] -= aff[5, H - 1, x] + aff[6, H - 1, x] + aff[7, H - 1, x]  # no row below
+    for y in range(H):  # no column left / right (the corners' row neighbours are already removed)
+        s[y, 0] -= aff[3, y, 0] + (aff[0, y, 0] if y > 0 else 0) + (aff[5, y, 0] if y < H - 1 else 0)
+        s[y, W - 1] -= aff[4, y, W - 1] + (aff[2, y, W - 1] if y > 0 else 0) + (aff[7, y, W - 1] if y < H - 1 else 0)
+    for y in range(H):
+        for x in range(W):
+            s[y, x] = (1 - s[y, x]) * padded_h0[y + 1, x + 1]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _eight_iterations(
+    bufs: np.ndarray,
+    aff: np.ndarray,
+    center: np.ndarray,
+    iterations: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    gate: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """`iterations` CSPN steps with 8 weight channels (order `NEIGHBOUR_OFFSETS`, dilation 1), one pass each.
+
+    bufs: (2, H + 2, W + 2), bufs[0] holding H0 inside a zero border; center: (1 − Σŵ)·H0; rows / cols: padded
+    coordinates of the measurements `vals`, re-imposed after every step (lerp by `gate` when it is not empty, as
+    `torch.lerp`).  Returns the index of the buffer holding the result.
+    """
+    H, W = center.shape
+    src = 0
+    for _ in range(iterations):
+        a = bufs[src]
+        b = bufs[1 - src]
+        for y in range(H):
+            for x in range(W):
+                acc = (
+                    aff[0, y, x] * a[y, x]
+                    + aff[1, y, x] * a[y, x + 1]
+                    + aff[2, y, x] * a[y, x + 2]
+                    + aff[3, y, x] * a[y + 1, x]
+                    + aff[4, y, x] * a[y + 1, x + 2]
+                    + aff[5, y, x] * a[y + 2, x]
+                    + aff[6, y, x] * a[y + 2, x + 1]
+                    + aff[7, y, x] * a[y + 2, x + 2]
+                )
+                b[y + 1, x + 1] = acc + center[y, x]
+        if gate.size == 0:
+            for i in range(vals.size):
+                b[rows[i], cols[i]] = vals[i]
+        else:
+            for i in range(vals.size):
+                start, end, w = b[rows[i], cols[i]], vals[i], gate[i]
+                b[rows[i], cols[i]] = start + w * (end - start) if w < 0.5 else end - (end - start) * (1 - w)
+        src = 1 - src
+    return src
 
 
 def _center_term(aff: Tensor, h0: Tensor, center: Tensor, d: int, normalized: bool) -> None:

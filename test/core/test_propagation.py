@@ -458,3 +458,50 @@ def test_pairs_bad_inputs_raise(rng):
         cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, dilation=0)
     with pytest.raises(ValueError, match="anchor"):
         cspn_propagate_pairs(h0, pairs, inv_norm, anchor=-1.0, iterations=1)
+
+
+@pytest.mark.parametrize("density", [0.3, 0.9])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("d", [1, 2])
+def test_torch_inplace_path_matches_reference(rng, density, gated, d):
+    """The shifted-slice torch path (CUDA's; float64 on the CPU) against the reference: index and dense replacement,
+    with and without the CSPN++ gate, dilation 1 and 2.  (CPU float32 takes the fused numba path.)"""
+    h0, raw, sparse = _inputs(rng, H=6, W=9, density=density)
+    conf = rng.uniform(0.0, 1.0, sparse.shape).astype(np.float32) if gated else None
+    expected = ref_propagate(h0, ref_normalize(raw, "8sum_abs", d), 4, sparse, conf, d=d)
+    with torch.no_grad():
+        out = cspn_propagate(
+            torch.from_numpy(h0).double(),
+            torch.from_numpy(raw).double(),
+            iterations=4,
+            sparse=torch.from_numpy(sparse).double(),
+            sparse_confidence=None if conf is None else torch.from_numpy(conf).double(),
+            dilation=d,
+        )
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-5)  # (the reference gates in float32)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_fused_cpu_path_matches_torch_path(rng, d):
+    """CPU float32 (numba) and the torch path on the same inputs, batch of 2, gated replacement."""
+    h0, raw, sparse = _inputs(rng, B=2, H=23, W=31, density=0.2)
+    conf = rng.uniform(0.0, 1.0, sparse.shape).astype(np.float32)
+    args = {"iterations": 6, "dilation": d}
+    with torch.no_grad():
+        fused = cspn_propagate(
+            torch.from_numpy(h0),
+            torch.from_numpy(raw),
+            sparse=torch.from_numpy(sparse),
+            sparse_confidence=torch.from_numpy(conf),
+            **args,
+        )
+        torch_path = cspn_propagate(
+            torch.from_numpy(h0).double(),
+            torch.from_numpy(raw).double(),
+            sparse=torch.from_numpy(sparse).double(),
+            sparse_confidence=torch.from_numpy(conf).double(),
+            **args,
+        )
+    assert fused.dtype == torch.float32
+    np.testing.assert_allclose(fused.numpy(), torch_path.numpy(), rtol=1e-5, atol=1e-4)
