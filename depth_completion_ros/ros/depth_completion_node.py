@@ -33,7 +33,7 @@ from rclpy.node import Node
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.errors import DataError, DepthCompletionError, ShapeError
-from depth_completion_ros.core.projection import project_points, register_depth
+from depth_completion_ros.core.projection import finite_points, project_points, register_depth
 from depth_completion_ros.ros.params import (
     DEPTH_COMPLETION_PARAMS,
     DepthCompletionNodeConfig,
@@ -315,8 +315,7 @@ class DepthCompletionNode(Node):
         if cfg.input_type == "pointcloud":
             cloud = msgs[2]
             points = conv.pointcloud2_to_xyz(cloud)
-            finite = np.isfinite(points).all(axis=1)
-            points = points[finite]
+            points = finite_points(points)
             n_input = len(points)
             if n_input == 0:
                 raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")

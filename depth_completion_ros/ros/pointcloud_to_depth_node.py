@@ -13,11 +13,10 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 from rclpy.node import Node
 
 from depth_completion_ros.core.errors import DepthCompletionError, ShapeError
-from depth_completion_ros.core.projection import project_points
+from depth_completion_ros.core.projection import finite_points, project_points
 from depth_completion_ros.ros.depth_completion_node import (
     InputMonitor,
     Throttle,
@@ -95,7 +94,7 @@ class PointcloudToDepthNode(Node):
         t0 = time.monotonic()
         camera = conv.camera_info_to_model(info, rectified=cfg.rectified)
         points = conv.pointcloud2_to_xyz(cloud)
-        points = points[np.isfinite(points).all(axis=1)]
+        points = finite_points(points)
         if len(points) == 0:
             raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")
         T = self.extrinsics.lookup(info.header.frame_id, cloud.header.frame_id, cloud.header.stamp)

@@ -190,3 +190,17 @@ def test_kitti_projection_reproduces_velodyne_raw(kitti_dc_dir: Path) -> None:
     # Without motion compensation the PNG is matched much worse: KITTI's velodyne_raw is de-skewed.
     plain = project_points(scan, calib.T_camera_from_velo, calib.camera)
     assert _within_one_pixel(plain, ref, 0.2) < _within_one_pixel(depth, ref, 0.2) - 0.05
+
+
+def test_finite_points():
+    from depth_completion_ros.core.projection import finite_points
+
+    pts = np.arange(15, dtype=np.float32).reshape(5, 3)
+    assert finite_points(pts) is pts  # all finite: no copy
+    bad = pts.copy()
+    bad[1, 0], bad[3, 2], bad[4, 1] = np.nan, np.inf, -np.inf
+    np.testing.assert_array_equal(finite_points(bad), pts[[0, 2]])
+    four = np.c_[pts, np.full(5, np.nan)]  # a non-finite extra column drops the row too
+    assert finite_points(four).shape == (0, 4)
+    with pytest.raises(ShapeError):
+        finite_points(pts.ravel())
