@@ -366,11 +366,12 @@ class DepthCompletionNode(Node):
             setattr(info_out, field, getattr(info, field))
         self.pub_info.publish(info_out)
         outputs = cfg.outputs
-        if outputs.publish_sparse:
+        # The visualization outputs are built only while someone subscribes (as image_pipeline's lazy publishers).
+        if outputs.publish_sparse and self.pub_sparse.get_subscription_count() > 0:
             self.pub_sparse.publish(conv.depth_metres_to_image(sparse, header))
-        if outputs.publish_color:
+        if outputs.publish_color and self.pub_color.get_subscription_count() > 0:
             self.pub_color.publish(conv.array_to_image(colorize_depth(depth), "rgb8", header))
-        if outputs.publish_points:
+        if outputs.publish_points and self.pub_points.get_subscription_count() > 0:
             xyz, colors = dense_points(depth, rgb, camera, outputs.points_decimation)
             self.pub_points.publish(conv.xyz_to_pointcloud2(xyz, header, fields="xyzrgb", colors=colors))
         t_published = time.monotonic()

@@ -89,7 +89,7 @@ class ExtrinsicsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OutputConfig:
-    """Optional outputs (changeable at run time)."""
+    """Optional outputs (changeable at run time); each is built and published only while it has a subscriber."""
 
     publish_points: bool = False
     points_decimation: int = 4
