@@ -20,7 +20,7 @@ from .affinity import anchored_pair_affinity, colour_sigma
 from .confidence import default_confidence, edge_window
 from .device import resolve_device
 from .errors import CheckpointError, DataError, ShapeError
-from .fill import classical_fill_detailed, sparse_stats
+from .fill import OUTLIER_TOLERANCE, classical_fill_detailed, sparse_stats
 from .propagation import cspn_propagate_pairs
 
 __all__ = ["CompleterConfig", "DepthCompleter"]
@@ -55,7 +55,7 @@ class CompleterConfig:
     max_depth: float = 1000.0
     colour_sigma_scale: float = 1.0
     anchor: float = 0.5
-    outlier_tolerance: float = 0.1
+    outlier_tolerance: float = OUTLIER_TOLERANCE
     fill_blur: float = 0.15
     allow_random_weights: bool = False
     num_threads: int = 1

@@ -11,6 +11,7 @@ import numpy as np
 
 from .camera import CameraModel, apply_affine
 from .errors import CalibrationError, ShapeError
+from .fill import OUTLIER_TOLERANCE, reject_outliers
 
 __all__ = [
     "check_rigid_transform",
@@ -241,7 +242,7 @@ def _normalized_bounds(camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
     return lo - margin, hi + margin
 
 
-def filter_occluded(depth: np.ndarray, *, tolerance: float = 0.1) -> np.ndarray:
+def filter_occluded(depth: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE) -> np.ndarray:
     """Remove LiDAR points seen "through" foreground objects (LiDAR–camera parallax).
 
     A point is dropped when it lies more than `tolerance` (relative) behind the near surface that the
@@ -254,9 +255,7 @@ def filter_occluded(depth: np.ndarray, *, tolerance: float = 0.1) -> np.ndarray:
     Returns:
         (H, W) float32, a copy with occluded points set to 0.
     """
-    from .fill import reject_outliers  # the one implementation; fill owns the density statistics
-
-    return reject_outliers(depth, tolerance=tolerance)
+    return reject_outliers(depth, tolerance=tolerance)  # the one implementation; fill owns the density statistics
 
 
 def register_depth(
