@@ -109,25 +109,32 @@ def _pair_rows(H: int, W: int, args) -> list[dict]:
             t_ref, _ = _time(
                 lambda n=n: unfold_propagate(h0_t, aff, n, sparse_t), max(3, args.repeats // 3), 1, torch.device("cpu")
             )
+        if not np.allclose(fn(), ref, rtol=1e-5, atol=1e-4):
+            raise SystemExit(f"MISMATCH of the pair kernel vs unfold reference: max |diff| = {err}")
         t_ours, iqr = _time(fn, args.repeats, args.warmup, torch.device("cpu"))
-        row = {
-            "device": "cpu",
-            "threads": 1,
-            "iterations": n,
-            "mode": "pairs(numba)",
-            "ours_ms": t_ours,
-            "ours_iqr_ms": iqr,
-            "unfold_ms": t_ref,
-            "ratio": t_ref / t_ours,
-            "ms_per_iteration": t_ours / n,
-            "max_abs_diff": err,
-        }
-        out.append(row)
-        print(
-            f"{'cpu':<6} {1:>3} {n:>5} {'pairs(numba)':<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
-            f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}   max |diff| {err:.1e} m"
-        )
+        out.append(_report("cpu", 1, n, "pairs(numba)", t_ours, iqr, t_ref, err))
     return out
+
+
+def _report(device: str, threads: int, n: int, mode: str, t_ours: float, iqr: float, t_ref: float, err: float) -> dict:
+    """Print one table row and return it as a JSON record."""
+    row = {
+        "device": device,
+        "threads": threads,
+        "iterations": n,
+        "mode": mode,
+        "ours_ms": t_ours,
+        "ours_iqr_ms": iqr,
+        "unfold_ms": t_ref,
+        "ratio": t_ref / t_ours,
+        "ms_per_iteration": t_ours / n,
+        "max_abs_diff": err,
+    }
+    print(
+        f"{device:<6} {threads:>3} {n:>5} {mode:<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
+        f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}   max |diff| {err:.1e} m"
+    )
+    return row
 
 
 def main() -> int:
@@ -174,23 +181,7 @@ def main() -> int:
                         fn, ref_fn = _pair(mode, h0, raw, aff, sparse, n)
                         t_ours, iqr = _time(fn, args.repeats, args.warmup, dev)
                         t_ref, _ = _time(ref_fn, max(3, args.repeats // 3), 1, dev)
-                        row = {
-                            "device": dev.type,
-                            "threads": thr,
-                            "iterations": n,
-                            "mode": mode,
-                            "ours_ms": t_ours,
-                            "ours_iqr_ms": iqr,
-                            "unfold_ms": t_ref,
-                            "ratio": t_ref / t_ours,
-                            "ms_per_iteration": t_ours / n,
-                            "max_abs_diff": err,
-                        }
-                        rows.append(row)
-                        print(
-                            f"{dev.type:<6} {thr:>3} {n:>5} {mode:<12} {t_ours:>9.2f} {iqr:>6.2f} {t_ref:>10.2f} "
-                            f"{row['ratio']:>6.1f}x {row['ms_per_iteration']:>8.3f}"
-                        )
+                        rows.append(_report(dev.type, thr, n, mode, t_ours, iqr, t_ref, err))
     rows += _pair_rows(H, W, args)
     if args.json:
         meta = {"torch": torch.__version__, "size": [H, W], "density": args.density, "repeats": args.repeats}

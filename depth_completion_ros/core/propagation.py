@@ -384,8 +384,7 @@ def _pair_iterations(
                     + pairs[3, y, x + 2] * a[y, x + 2]
                 )
                 b[y + 1, x + 1] = acc * inv_norm[y, x] + center[y, x]
-        for i in range(vals.size):  # the measurements are re-imposed after every step
-            b[rows[i], cols[i]] = vals[i]
+        _reimpose(b, rows, cols, vals, np.empty(0, np.float32))  # after every step
         src = 1 - src
     return src
 
@@ -682,15 +681,23 @@ def _eight_iterations(
                     + aff[7, y, x] * a[y + 2, x + 2]
                 )
                 b[y + 1, x + 1] = acc + center[y, x]
-        if gate.size == 0:
-            for i in range(vals.size):
-                b[rows[i], cols[i]] = vals[i]
-        else:
-            for i in range(vals.size):
-                start, end, w = b[rows[i], cols[i]], vals[i], gate[i]
-                b[rows[i], cols[i]] = start + w * (end - start) if w < 0.5 else end - (end - start) * (1 - w)
+        _reimpose(b, rows, cols, vals, gate)
         src = 1 - src
     return src
+
+
+@numba.njit(cache=True, nogil=True)
+def _reimpose(
+    buf: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, gate: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """buf[rows, cols] ← vals, or lerp(buf, vals, gate) as `torch.lerp` when `gate` is not empty (CSPN++)."""
+    if gate.size == 0:
+        for i in range(vals.size):
+            buf[rows[i], cols[i]] = vals[i]
+        return
+    for i in range(vals.size):
+        start, end, w = buf[rows[i], cols[i]], vals[i], gate[i]
+        buf[rows[i], cols[i]] = start + w * (end - start) if w < 0.5 else end - (end - start) * (1 - w)
 
 
 def _center_term(aff: Tensor, h0: Tensor, center: Tensor, d: int, normalized: bool) -> None:
