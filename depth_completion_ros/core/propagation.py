@@ -254,6 +254,10 @@ def cspn_propagate(
         )
     with torch.no_grad():
         ws = _workspace(h0.device)
+        if h0.device.type == "cpu" and dtype == torch.float32 and per_pixel is None:
+            if not normalized:
+                aff = _normalize_into(ws, aff, normalization, dilation)
+            return _run_fused_cpu(h0, aff, center_weight, n, sparse, sparse_confidence, dilation)
         if not normalized:
             aff = _normalize_into(ws, aff, normalization, dilation)
         return _propagate_inplace(
@@ -527,8 +531,6 @@ def _propagate_inplace(
     center_weight: Tensor | None,
 ) -> Tensor:
     B, _, H, W = h0.shape
-    if h0.device.type == "cpu" and h0.dtype == torch.float32 and per_pixel is None:
-        return _run_fused_cpu(h0, aff, center_weight, n, sparse, conf, d)
     center = ws.get("center", (B, 1, H, W), h0)
     if center_weight is not None:
         torch.mul(center_weight, h0, out=center)
@@ -540,9 +542,9 @@ def _propagate_inplace(
 def _run_fused_cpu(
     h0: Tensor, aff: Tensor, center_weight: Tensor | None, n: int, sparse: Tensor | None, conf: Tensor | None, d: int
 ) -> Tensor:
-    """The no-grad steps on the CPU in float32, one numba pass per step and batch item (`_eight_iterations`).
-    Out-of-image weights are dropped (their neighbours read the zero border; the H0 weight is 1 − Σŵ over the
-    neighbours inside the image, or `center_weight`)."""
+    """The no-grad steps on the CPU in float32 with normalized `aff`, one numba pass per step and batch item
+    (`_eight_iterations`).  Out-of-image weights are dropped (their neighbours read the zero border; the H0 weight is
+    1 − Σŵ over the neighbours inside the image, or `center_weight`)."""
     B, _, H, W = h0.shape
     out = torch.empty_like(h0)
     for b in range(B):

@@ -482,12 +482,15 @@ def test_torch_inplace_path_matches_reference(rng, density, gated, d):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-5)  # (the reference gates in float32)
 
 
+@pytest.mark.parametrize("normalization", ["8sum", "8sum_abs", "8sum_clamp", "8sum_abs_clamp"])
 @pytest.mark.parametrize("d", [1, 3])
-def test_fused_cpu_path_matches_torch_path(rng, d):
-    """CPU float32 (numba) and the torch path on the same inputs, batch of 2, gated replacement."""
+def test_fused_cpu_path_matches_torch_path(rng, d, normalization):
+    """CPU float32 (numba, normalization included) and the torch path on the same raw inputs, batch of 2, gated
+    replacement."""
     h0, raw, sparse = _inputs(rng, B=2, H=23, W=31, density=0.2)
+    raw[:, :, 5:9, 7:12] *= 1e-7  # tiny weights: the clamp variants keep mass on H0 there
     conf = rng.uniform(0.0, 1.0, sparse.shape).astype(np.float32)
-    args = {"iterations": 6, "dilation": d}
+    args = {"iterations": 6, "dilation": d, "normalization": normalization}
     with torch.no_grad():
         fused = cspn_propagate(
             torch.from_numpy(h0),
