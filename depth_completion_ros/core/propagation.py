@@ -133,12 +133,9 @@ def normalize_affinity(raw: Tensor, normalization: str = "8sum_abs", *, dilation
     _check_normalization(normalization)
     if dilation < 1:
         raise ValueError(f"dilation must be >= 1, got {dilation}")
-    H, W = raw.shape[-2:]
     use_abs = normalization.startswith("8sum_abs")
     a = raw.abs() if use_abs else raw.clone()
-    for k in range(8):
-        for rows, cols in _out_of_image_slices(k, H, W, dilation):
-            a[:, k, rows, cols] = 0
+    _zero_out_of_image(a, dilation)
     total = a.sum(dim=1, keepdim=True) if use_abs else a.abs().sum(dim=1, keepdim=True)
     floor = 1.0 if normalization.endswith("_clamp") else EPS
     if torch.is_grad_enabled() and raw.requires_grad:
@@ -443,36 +440,33 @@ def clear_workspace() -> None:
 
 
 def _normalize_into(ws: _Workspace, raw: Tensor, normalization: str, d: int) -> Tensor:
-    """No-grad `normalize_affinity` into a workspace buffer (same math, no large allocations)."""
+    """No-grad `normalize_affinity` into a workspace buffer (same math, no large allocations; |w| is written, summed
+    and scaled in place: 3 passes over the 8 channels for "8sum_abs", 4 for signed weights)."""
     B, _, H, W = raw.shape
     a = ws.get("affinity", (B, 8, H, W), raw)
-    a.copy_(raw)
-    use_abs = normalization.startswith("8sum_abs")
-    if use_abs:
-        a.abs_()
+    total = ws.get("total", (B, 1, H, W), raw)
+    torch.abs(raw, out=a)
+    _zero_out_of_image(a, d)
+    torch.sum(a, dim=1, keepdim=True, out=total)
+    total.clamp_min_(1.0 if normalization.endswith("_clamp") else EPS).reciprocal_()
+    if not normalization.startswith("8sum_abs"):
+        a.copy_(raw)
+        _zero_out_of_image(a, d)
+    return a.mul_(total)
+
+
+def _zero_out_of_image(a: Tensor, d: int) -> None:
+    """Zero the (B, 8, H, W) weights whose neighbour (dilation d) lies outside the image, in place."""
+    H, W = a.shape[-2:]
     for k in range(8):
         for rows, cols in _out_of_image_slices(k, H, W, d):
             a[:, k, rows, cols] = 0
-    total = ws.get("total", (B, 1, H, W), raw)
-    if use_abs:
-        torch.sum(a, dim=1, keepdim=True, out=total)
-    else:
-        scratch = ws.get("scratch", (B, 1, H, W), raw)
-        torch.abs(a[:, 0:1], out=total)
-        for k in range(1, 8):
-            torch.abs(a[:, k : k + 1], out=scratch)
-            total.add_(scratch)
-    floor = 1.0 if normalization.endswith("_clamp") else EPS
-    a.div_(total.clamp_min_(floor))
-    return a
 
 
 def _border_mask(H: int, W: int, d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(1, 8, H, W) 1 where neighbour k lies inside the image, else 0."""
     m = torch.ones(1, 8, H, W, device=device, dtype=dtype)
-    for k in range(8):
-        for rows, cols in _out_of_image_slices(k, H, W, d):
-            m[:, k, rows, cols] = 0
+    _zero_out_of_image(m, d)
     return m
 
 
