@@ -96,7 +96,7 @@ class DepthCompleter:
             cspn_propagate_pairs(tiny, np.zeros((4, 4, 4), np.float32), tiny, anchor=1.0, iterations=1, sparse=tiny)
 
     def _pool(self) -> ThreadPoolExecutor:
-        """Worker threads for the colour scale and the bands after the first (created on first use)."""
+        """Worker threads for the bands after the first (created on first use)."""
         if self._executor is None:
             workers = max(1, self.config.bands - 1)
             self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcr-completer")
