@@ -349,15 +349,23 @@ def classical_fill(sparse: np.ndarray, **kwargs: float) -> np.ndarray:
 
 def _reject(depth: np.ndarray, valid: np.ndarray, st: SparseStats, tolerance: float) -> np.ndarray:
     """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
-    ref = np.float32(st.max_depth * 1.05 + 1.0)
-    inv = np.subtract(ref, depth)
-    inv *= valid  # 0 where missing (depth is finite here)
     k = _odd(st.spacing + 1.0, 3, 63)
+    # Only the rows holding measurements, and the 3 half-kernels the morphology reads around them, matter.
+    rows = np.flatnonzero(cv2.reduce(valid.view(np.uint8), 1, cv2.REDUCE_MAX).ravel())
+    kept = np.zeros_like(valid)
+    if rows.size == 0:
+        return kept
+    r0, r1 = max(0, rows[0] - 3 * (k // 2)), min(len(valid), rows[-1] + 1 + 3 * (k // 2))
+    d, v = depth[r0:r1], valid[r0:r1]
+    ref = np.float32(st.max_depth * 1.05 + 1.0)
+    inv = np.subtract(ref, d)
+    inv *= v  # 0 where missing (depth is finite here)
     near = cv2.dilate(inv, _diamond(k))
     near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(k))
     # inverted near surface > inverted (depth / (1 + tol))  <=>  near depth < depth / (1 + tol)
-    bad = near > ref - depth / np.float32(1.0 + tolerance)
-    return valid & ~bad
+    bad = near > ref - d / np.float32(1.0 + tolerance)
+    np.logical_and(v, ~bad, out=kept[r0:r1])
+    return kept
 
 
 def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE) -> np.ndarray:

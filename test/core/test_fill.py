@@ -189,3 +189,29 @@ def test_kitti_baselines_reasonable(kitti_dc_dir, cam):
     # IP-Basic must beat the nearest fill (it does in the paper).
     assert ipb.rmse_mm < 2000 and nn.rmse_mm < 2500
     assert ipb.rmse_mm < nn.rmse_mm
+
+
+@pytest.mark.parametrize("top, bottom", [(0, 0), (30, 0), (25, 17)])
+def test_reject_outliers_matches_whole_image_morphology(rng, top, bottom):
+    """The rejection reads only the rows around the measurements; the kept set equals the whole-image IP-Basic
+    morphology (diamond dilation + closing in inverted depth) written out here."""
+    h, w = 90, 70
+    depth = np.zeros((h, w), np.float32)
+    rows = slice(top, h - bottom)
+    band = depth[rows]
+    mask = rng.random(band.shape) < 0.08
+    band[mask] = rng.uniform(2.0, 40.0, mask.sum())
+    band[:, 30:40][mask[:, 30:40]] = rng.uniform(2.0, 3.0, mask[:, 30:40].sum())  # a near object: behind it, outliers
+    valid = depth > 0
+    spacing = max(1.0, float(np.sqrt(band.size / valid.sum())))
+    k = int(np.clip(round(spacing + 1.0), 3, 63))
+    k += 1 - k % 2
+    r = k // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    ref = np.float32(depth.max() * 1.05 + 1.0)
+    inv = np.where(valid, ref - depth, 0).astype(np.float32)
+    near = cv2.dilate(inv, (np.abs(yy) + np.abs(xx) <= r).astype(np.uint8))
+    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
+    kept = valid & ~(near > ref - depth / np.float32(1.25))
+    assert 0 < (valid & ~kept).sum() < valid.sum()  # the case rejects some points, not all
+    np.testing.assert_array_equal(reject_outliers(depth, tolerance=0.25) > 0, kept)
