@@ -351,7 +351,7 @@ def _reject(depth: np.ndarray, valid: np.ndarray, st: SparseStats, tolerance: fl
     """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
     k = _odd(st.spacing + 1.0, 3, 63)
     # Only the rows holding measurements, and the 3 half-kernels the morphology reads around them, matter.
-    rows = np.flatnonzero(cv2.reduce(valid.view(np.uint8), 1, cv2.REDUCE_MAX).ravel())
+    rows = np.flatnonzero(valid.any(axis=1))
     kept = np.zeros_like(valid)
     if rows.size == 0:
         return kept
