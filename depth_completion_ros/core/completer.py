@@ -249,9 +249,10 @@ _POINT_COST_PX = 3.0
 """Measured cost of one sparse measurement in the banded default (the fill's labelled distance transform and outlier
 rejection), in pixels of the per-pixel work (fill, affinity, propagation, confidence); from 1242×375 KITTI timings."""
 
-_COLOUR_SIGMA_COST = 0.08
+_COLOUR_SIGMA_COST = 0.11
 """Cost of `colour_sigma` (computed by the first band's thread before its band) as a fraction of the whole image's
-per-pixel work."""
+per-pixel work: ~0.08 alone, more while the other band runs (memory-bound); 0.11 ended both bands together in
+1242×375 KITTI timelines (0.08: the first band ~1.5 ms later, 0.15: ~2 ms earlier)."""
 
 
 def _balanced_cuts(points_per_row: np.ndarray, width: int, bands: int, *, min_rows: int) -> list[int]:
