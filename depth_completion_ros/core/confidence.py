@@ -127,11 +127,9 @@ def default_confidence(
     window = edge_window(spacing)
     kernel = np.ones((window, window), np.uint8)
     hi = cv2.dilate(d, kernel)
-    edge = cv2.divide(cv2.subtract(hi, cv2.erode(d, kernel)), np.maximum(hi, np.float32(1e-6)))
-    rel = cv2.divide(cv2.absdiff(d, i0), np.maximum(d, np.float32(1e-6)))
+    edge = cv2.divide(cv2.subtract(hi, cv2.erode(d, kernel)), cv2.max(hi, 1e-6))
+    rel = cv2.divide(cv2.absdiff(d, i0), cv2.max(d, 1e-6))
     exponent = cv2.addWeighted(edge, -1.0 / _EDGE_SCALE, rel, -1.0 / disagreement_scale, 0.0)
     exponent = cv2.scaleAdd(dist, -1.0 / spacing, exponent)
-    out = cv2.exp(exponent)
-    np.clip(out, 0.0, 1.0, out=out)
-    out[m] = 1.0
-    return out
+    out = cv2.exp(cv2.min(exponent, 0.0))  # every term is <= 0 (the min only guards odd inputs): out in [0, 1]
+    return cv2.max(out, m.view(np.uint8).astype(np.float32), dst=out)  # 1 at measured pixels
