@@ -223,6 +223,23 @@ DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         name="max_depth", default=100.0, kind="float", low=0.1, high=1000.0, dynamic=True, description="Max depth, m"
     ),
+    ParamSpec(
+        name="bands",
+        default=CompleterConfig().bands,
+        kind="int",
+        low=1,
+        high=64,
+        description="Default method: row bands completed on parallel threads (the result does not depend on it)",
+    ),
+    ParamSpec(
+        name="outlier_tolerance",
+        default=CompleterConfig().outlier_tolerance,
+        kind="float",
+        low=0.0,
+        high=10.0,
+        description="Default method: drop sparse points this much (relative) behind the local near surface "
+        "(LiDAR-camera parallax); 0 = off",
+    ),
     ParamSpec(name="publish_points", default=False, kind="bool", dynamic=True, description="Publish dense cloud"),
     ParamSpec(
         name="points_decimation",
@@ -377,6 +394,8 @@ def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeCon
         iterations=v["iterations"],
         max_depth=v["max_depth"],
         num_threads=v["num_threads"],
+        bands=v["bands"],
+        outlier_tolerance=v["outlier_tolerance"],
     )
     return DepthCompletionNodeConfig(
         input_type=v["input_type"],

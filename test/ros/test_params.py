@@ -36,7 +36,17 @@ def test_config_files_are_valid(name, input_type):
     assert cfg.sync.slop == values["slop"]
     assert cfg.completer.max_depth == values["max_depth"]
     assert cfg.completer.iterations == values["iterations"]
+    assert cfg.completer.bands == values["bands"]
+    assert cfg.completer.outlier_tolerance == values["outlier_tolerance"]
     assert cfg.outputs.publish_points == values["publish_points"]
+
+
+def test_completer_tuning_parameters():
+    cfg = depth_completion_config({"bands": 3, "outlier_tolerance": 0.0})
+    assert (cfg.completer.bands, cfg.completer.outlier_tolerance) == (3, 0.0)
+    for name, bad in (("bands", 0), ("outlier_tolerance", -0.1)):
+        with pytest.raises(ValueError, match=f"invalid parameter '{name}'"):
+            depth_completion_config({name: bad})
 
 
 def test_defaults_map_to_config():
