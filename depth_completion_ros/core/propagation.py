@@ -251,12 +251,10 @@ def cspn_propagate(
         )
     with torch.no_grad():
         ws = _workspace(h0.device)
-        if h0.device.type == "cpu" and dtype == torch.float32 and per_pixel is None:
-            if not normalized:
-                aff = _normalize_into(ws, aff, normalization, dilation)
-            return _run_fused_cpu(h0, aff, center_weight, n, sparse, sparse_confidence, dilation)
         if not normalized:
             aff = _normalize_into(ws, aff, normalization, dilation)
+        if h0.device.type == "cpu" and dtype == torch.float32 and per_pixel is None:
+            return _run_fused_cpu(h0, aff, center_weight, n, sparse, sparse_confidence, dilation)
         return _propagate_inplace(
             ws, h0, aff, n, per_pixel, sparse, sparse_confidence, dilation, normalized, center_weight
         )
@@ -391,13 +389,13 @@ def _pair_iterations(
 
 
 def _float32_map(name: str, a: np.ndarray, ndim: int = 2) -> np.ndarray:
+    """`a` as a float32 array of `ndim` dimensions (not copied), or a ShapeError naming it."""
     arr = np.asarray(a)
     if arr.ndim != ndim:
         raise ShapeError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
     if arr.dtype != np.float32:
         raise ShapeError(f"{name}: expected float32, got {arr.dtype}")
-    # Strided views (row bands of a larger map) are used as they are; torch cannot view negative strides.
-    return np.ascontiguousarray(arr) if any(st < 0 for st in arr.strides) else arr
+    return arr
 
 
 class _Workspace:
