@@ -170,7 +170,9 @@ def stage_times(rgb, sp, repeats):
     p = np.array(pairs[2:])
     out[f"complete_total ({cfg.bands} bands)"] = float(np.median(p[:, 0]))
     out["ip_basic_baseline"] = float(np.median(p[:, 1]))
-    out["ratio_total_vs_ip_basic (paired)"] = float(np.median(p[:, 0] / p[:, 1]))
+    ratios = p[:, 0] / p[:, 1]
+    out["ratio_total_vs_ip_basic (paired)"] = float(np.median(ratios))
+    out["ratio p25 / p75"] = f"{np.percentile(ratios, 25):.2f} / {np.percentile(ratios, 75):.2f}"
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         try:
             learned = DepthCompleter(CompleterConfig(method="cspn", allow_random_weights=True, device=dev))
