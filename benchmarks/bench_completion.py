@@ -2,8 +2,9 @@
 
 Prints per-stage timings at KITTI size (1242×375), then RMSE / MAE (mm), iRMSE / iMAE (1/km), time (median
 ms) and confidence AUSE / top-50 % RMSE ratio on: both shared KITTI frames, KITTI with 32 and 16 of
-the 64 beams (real velodyne_raw pixels, beams from raw/lidar_data.bin), and the TUM frame subsampled (spot
-grid, 1 % / 5 % random, structured-light holes).  Learned model (random weights) timings when core/model.py is present.
+the 64 beams (real velodyne_raw pixels, beams from raw/lidar_data.bin), the KITTI object frame's projected scan with
+each fifth held out in turn as ground truth, and the TUM frame subsampled (spot grid, 1 % / 5 % random, structured-light
+holes).  Learned model (random weights) timings when core/model.py is present.
 
     .venv/bin/python benchmarks/bench_completion.py [--json out.json] [--repeats 5]
 """
@@ -23,10 +24,12 @@ import torch
 
 from depth_completion_ros.core.affinity import anchored_pair_affinity
 from depth_completion_ros.core.allocator import configure_allocator
+from depth_completion_ros.core.calibration import read_kitti_object_calibration
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
 from depth_completion_ros.core.confidence import default_confidence
 from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
+from depth_completion_ros.core.projection import filter_occluded, project_points
 from depth_completion_ros.core.propagation import cspn_propagate_pairs
 from depth_completion_ros.core.units import KITTI_PNG_SCALE, TUM_PNG_SCALE
 
@@ -122,6 +125,23 @@ def tum_cases():
     return out
 
 
+def kitti_object_folds(folds=5):
+    """The KITTI object frame (no ground truth) by cross-validation: its scan projected into image_2 and split at
+    random into `folds` parts; each fold is completed from the others and scored on its own points (less those
+    `filter_occluded` flags as seen through foreground objects).  The folds' scores pool every point once."""
+    d = DATA / "kitti_object_frame" / "data"
+    cal = read_kitti_object_calibration(d / "calib" / "000001.txt", 2)
+    rgb = _rgb(d / "image_2" / "0000000001.png")
+    scan = np.fromfile(next((d / "velodyne").glob("*.bin")), np.float32).reshape(-1, 4)[:, :3]
+    sparse = project_points(scan, cal.T_camera_from_velo, cal.camera, min_depth=0.5, max_depth=120.0)
+    clean = filter_occluded(sparse)
+    fold = np.random.default_rng(0).integers(0, folds, sparse.shape)
+    return [
+        (rgb, np.where(fold != f, sparse, 0).astype(np.float32), np.where(fold == f, clean, 0).astype(np.float32))
+        for f in range(folds)
+    ]
+
+
 def median_ms(fn, repeats):
     fn()
     ts = []
@@ -202,6 +222,7 @@ def main():
         "kitti_03": kitti(3),
         "kitti_32beam": kitti_beams(2, 2),
         "kitti_16beam": kitti_beams(2, 4),
+        "kitti_object_5fold": kitti_object_folds(),
         **tum_cases(),
     }
     rgb, sp, _ = cases["kitti_02"]
@@ -217,12 +238,18 @@ def main():
         f"\n{'case':18s} {'method':9s} {'RMSE mm':>9s} {'MAE mm':>8s} {'iRMSE':>7s} {'iMAE':>6s} {'ms':>7s} "
         f"{'AUSE mm':>8s} {'top50':>6s}"
     )
-    for name, (rgb, sp, gt) in cases.items():
+    for name, case in cases.items():
+        folds = case if isinstance(case, list) else [case]  # folds: scored pooled (stacked), timed on the first
+        rgb, sp, _ = folds[0]
+        gt = np.concatenate([g for _, _, g in folds])
         res = {}
         for mname, fn in methods.items():
-            pred, ms, _ = median_ms(lambda fn=fn, sp=sp: fn(sp), args.repeats)
+            _, ms, _ = median_ms(lambda fn=fn, sp=sp: fn(sp), args.repeats)
+            pred = np.concatenate([fn(s) for _, s, _ in folds])
             res[mname] = (compute_metrics(pred, gt), ms, None)
-        (pred, conf), ms, _ = median_ms(lambda rgb=rgb, sp=sp: comp.complete(rgb, sp), args.repeats)
+        _, ms, _ = median_ms(lambda rgb=rgb, sp=sp: comp.complete(rgb, sp), args.repeats)
+        outs = [comp.complete(r, s) for r, s, _ in folds]
+        pred, conf = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
         res["default"] = (compute_metrics(pred, gt), ms, sparsification(pred, gt, conf))
         for mname, (m, ms, spars) in res.items():
             ause = f"{spars['ause_mm']:8.1f} {spars['rmse_ratio_top50']:6.3f}" if spars else f"{'':8s} {'':6s}"

@@ -245,12 +245,15 @@ def classical_fill_detailed(
 ) -> FillResult:
     """The default's initial fill: outlier rejection, nearest fill, density-scaled gaussian smoothing.
 
-    1. Sparse inputs (fill ratio < `outlier_max_fill_ratio`): measurements lying behind the near surface
-       (IP-Basic morphology in inverted depth, kernels scaled to the spacing) are dropped
+    1. Sparse inputs (fill ratio < `outlier_max_fill_ratio`): measurements lying more than `outlier_tolerance`
+       behind the near surface (IP-Basic morphology in inverted depth, kernels scaled to the spacing) are dropped
        (`reject_outliers`).
-    2. Nearest fill of the kept measurements, then a gaussian blur with sigma = `blur` * spacing + 0.5 px
-       (smooths the nearest-fill steps; the RGB propagation afterwards restores edges).
-    3. Kept measurements keep their value.
+    2. Nearest fill of the kept measurements.  Sparse inputs: a filled pixel more than `outlier_tolerance` behind the
+       surface enclosing it (a closing over 2.5 spacings: gaps between nearer measurements) takes that surface's
+       depth, so holes in a near object are not filled with what lies behind it.
+    3. A gaussian blur with sigma = `blur` * spacing + 0.5 px (smooths the nearest-fill steps; the RGB propagation
+       afterwards restores edges).
+    4. Kept measurements keep their value.
 
     With `rows = (r0, r1)` only that band of rows is filled, equal to `[r0:r1]` of the whole-image result: the
     band reads the rows around it that it needs (the morphology's reach, and a margin for the nearest fill whose
@@ -281,14 +284,14 @@ def classical_fill_detailed(
     sig = blur * st.spacing + 0.5
     k_blur = _odd(4.0 * sig + 1.0, 3, 255) if blur > 0 else 1
     reject = outlier_tolerance > 0 and st.fill_ratio < outlier_max_fill_ratio
-    k_rej = _odd(st.spacing + 1.0, 3, 63)
+    kernels = _SurfaceKernels.for_spacing(st.spacing)
     # Rows whose nearest fill must be exact: the band and the blur's reach around it.
     f0, f1 = max(0, r0 - k_blur // 2), min(h, r1 + k_blur // 2)
     margin = int(32 + 4 * np.ceil(st.spacing))
     d0, d1 = max(0, f0 - margin), min(h, f1 + margin)
-    region = _nearest_region(depth, st, (d0, d1), (f0, f1), reject, outlier_tolerance, k_rej)
+    region = _nearest_region(depth, st, (d0, d1), (f0, f1), reject, outlier_tolerance, kernels)
     if region is None:  # a nearest measurement may lie beyond the margin: the whole image, then
-        region = _nearest_region(depth, st, (0, h), (f0, f1), reject, outlier_tolerance, k_rej)
+        region = _nearest_region(depth, st, (0, h), (f0, f1), reject, outlier_tolerance, kernels)
         d0 = 0
     fill, dist, anchors, kept = region
     fill, dist = fill[f0 - d0 : f1 - d0], dist[r0 - d0 : r1 - d0]
@@ -307,21 +310,22 @@ def _nearest_region(
     exact: tuple[int, int],
     reject: bool,
     tolerance: float,
-    k_rej: int,
+    kernels: _SurfaceKernels,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(nearest fill, distance, anchors, kept) of rows `region` of `depth`, or None when rows `exact` may differ
     from the whole-image result (a pixel no nearer to its measurement than to the region's cut rows)."""
     h = depth.shape[0]
     d0, d1 = region
-    # The rejection's morphology (a dilation, then a closing) reads 3 half-kernels around each pixel.
-    reach = 3 * (k_rej // 2) if reject else 0
+    reach = kernels.reach if reject else 0
     j0, j1 = max(0, d0 - reach), min(h, d1 + reach)
     sub = depth[j0:j1]
     valid = sub > 0
     anchors = sub
     whole = (d0, d1) == (0, h)
+    surfaces = None
     if reject:
-        kept = _reject(sub, valid, st, tolerance)
+        surfaces = _near_surfaces(sub, valid, st, kernels)
+        kept = _reject(sub, valid, surfaces, tolerance)
         # (The image's nearest measurement is never rejected, so `kept` is empty only in a band: then the whole.)
         if kept.any() or not whole:
             anchors = np.multiply(sub, kept, dtype=np.float32)
@@ -339,6 +343,8 @@ def _nearest_region(
             return None
     else:
         fill, dist = _nearest(anchors)
+    if surfaces is not None:
+        _prefer_enclosing_surface(fill, d0 - j0, surfaces, tolerance)
     return fill, dist, anchors, valid
 
 
@@ -347,25 +353,78 @@ def classical_fill(sparse: np.ndarray, **kwargs: float) -> np.ndarray:
     return classical_fill_detailed(sparse, **kwargs).depth
 
 
-def _reject(depth: np.ndarray, valid: np.ndarray, st: SparseStats, tolerance: float) -> np.ndarray:
-    """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
-    k = _odd(st.spacing + 1.0, 3, 63)
-    # Only the rows holding measurements, and the 3 half-kernels the morphology reads around them, matter.
+@dataclass(frozen=True)
+class _SurfaceKernels:
+    """Morphology kernel sizes (odd, pixels) for a measurement spacing, and the rows they read around a pixel."""
+
+    near: int
+    """The near surface that rejects measurements: a diamond dilation, then a closing (IP-Basic), ~ the spacing."""
+    enclosing: int
+    """The surface enclosing gaps between measurements: a closing alone, 2.5 spacings (fills gaps, never extends a
+    surface past its measurements).  Swept over 1.5-3 spacings on the benchmark's cases: 2-2.5 improved every KITTI
+    density and held-out LiDAR points of the KITTI object frame; 3 bridged the TUM spot grid's gaps (RMSE +7 %)."""
+
+    @classmethod
+    def for_spacing(cls, spacing: float) -> _SurfaceKernels:
+        return cls(near=_odd(spacing + 1.0, 3, 63), enclosing=_odd(2.5 * spacing + 1.0, 3, 255))
+
+    @property
+    def reach(self) -> int:
+        """Rows read on each side: 3 half-kernels for the near surface, 2 for the enclosing one."""
+        return max(3 * (self.near // 2), 2 * (self.enclosing // 2))
+
+
+@dataclass(frozen=True)
+class _Surfaces:
+    """Depths (metres) over rows [r0, r1) of the local near surface and of the surface enclosing gaps between
+    measurements, from IP-Basic morphology in inverted depth; `ref` (beyond every measurement) where there is none.
+    The other rows hold no measurement within the kernels' reach: no surface."""
+
+    near: np.ndarray
+    enclosing: np.ndarray
+    r0: int
+    r1: int
+
+
+def _near_surfaces(depth: np.ndarray, valid: np.ndarray, st: SparseStats, kernels: _SurfaceKernels) -> _Surfaces:
     rows = np.flatnonzero(valid.any(axis=1))
-    kept = np.zeros_like(valid)
     if rows.size == 0:
-        return kept
-    r0, r1 = max(0, rows[0] - 3 * (k // 2)), min(len(valid), rows[-1] + 1 + 3 * (k // 2))
-    d, v = depth[r0:r1], valid[r0:r1]
+        empty = np.empty((0, depth.shape[1]), np.float32)
+        return _Surfaces(near=empty, enclosing=empty, r0=0, r1=0)
+    r0, r1 = max(0, rows[0] - kernels.reach), min(len(valid), rows[-1] + 1 + kernels.reach)
     ref = np.float32(st.max_depth * 1.05 + 1.0)
-    inv = np.subtract(ref, d)
-    inv *= v  # 0 where missing (depth is finite here)
-    near = cv2.dilate(inv, _diamond(k))
-    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(k))
-    # inverted near surface > inverted (depth / (1 + tol))  <=>  near depth < depth / (1 + tol)
-    bad = near > ref - d / np.float32(1.0 + tolerance)
-    np.logical_and(v, ~bad, out=kept[r0:r1])
+    inv = np.subtract(ref, depth[r0:r1])
+    inv *= valid[r0:r1]  # 0 where missing (depth is finite here)
+    near = cv2.dilate(inv, _diamond(kernels.near))
+    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(kernels.near))
+    enclosing = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, _full(kernels.enclosing))
+    return _Surfaces(
+        near=np.subtract(ref, near, out=near),
+        enclosing=np.subtract(ref, enclosing, out=enclosing),
+        r0=int(r0),
+        r1=int(r1),
+    )
+
+
+def _reject(depth: np.ndarray, valid: np.ndarray, surfaces: _Surfaces, tolerance: float) -> np.ndarray:
+    """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
+    kept = np.zeros_like(valid)
+    rows = slice(surfaces.r0, surfaces.r1)
+    behind = depth[rows] > surfaces.near * np.float32(1.0 + tolerance)  # never where there is none (`ref`)
+    np.logical_and(valid[rows], ~behind, out=kept[rows])
     return kept
+
+
+def _prefer_enclosing_surface(fill: np.ndarray, row0: int, surfaces: _Surfaces, tolerance: float) -> None:
+    """Pixels of `fill` (its first row is row `row0` of the surfaces' image) more than (1 + tolerance) behind the
+    surface enclosing them take that surface's depth, in place: a gap in a nearer surface is filled from that
+    surface, not from a farther measurement seen through it (IP-Basic's closing)."""
+    a0, a1 = max(row0, surfaces.r0), min(row0 + len(fill), surfaces.r1)
+    if a0 >= a1:
+        return
+    f = fill[a0 - row0 : a1 - row0]
+    e = surfaces.enclosing[a0 - surfaces.r0 : a1 - surfaces.r0]
+    np.copyto(f, e, where=f > e * np.float32(1.0 + tolerance))
 
 
 def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE) -> np.ndarray:
@@ -385,5 +444,6 @@ def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE)
     """
     depth = _check_depth("sparse", sparse)
     valid = depth > 0
-    kept = _reject(depth, valid, _stats(depth, valid), tolerance)
+    st = _stats(depth, valid)
+    kept = _reject(depth, valid, _near_surfaces(depth, valid, st, _SurfaceKernels.for_spacing(st.spacing)), tolerance)
     return np.where(kept, depth, np.float32(0.0))

@@ -215,3 +215,24 @@ def test_reject_outliers_matches_whole_image_morphology(rng, top, bottom):
     kept = valid & ~(near > ref - depth / np.float32(1.25))
     assert 0 < (valid & ~kept).sum() < valid.sum()  # the case rejects some points, not all
     np.testing.assert_array_equal(reject_outliers(depth, tolerance=0.25) > 0, kept)
+
+
+def test_gaps_in_a_near_surface_are_filled_from_it():
+    """A pixel whose nearest measurement lies behind the surface enclosing it (a gap between nearer measurements, too
+    wide for the rejection's near surface) takes that surface's depth; across a clean edge and beyond the
+    measurements, the nearest fill stays."""
+    depth = np.zeros((60, 70), np.float32)
+    near_rows = [10, 14, 18, 22, 26, 37, 41, 45, 49]  # a near surface with a 10-row gap (27..36)
+    depth[np.ix_(near_rows, range(10, 51, 4))] = 5.0
+    depth[31, 30] = 30.0  # a far point seen through the gap
+    depth[np.ix_(near_rows, [58, 62])] = 30.0  # a far surface right of the near one, beyond a clean edge
+    fr = classical_fill_detailed(depth, blur=0.0)
+    assert fr.anchors[31, 30] == 30.0  # not rejected: the gap is wider than the near surface's reach
+    plain = nearest_fill(fr.anchors)
+    gap = (slice(27, 37), slice(10, 51))
+    assert (plain[gap] == 30.0).sum() > 20  # nearest fill alone spreads the far depth in the gap ...
+    filled = fr.depth[gap].copy()
+    filled[31 - 27, 30 - 10] = 5.0  # (the measurement itself keeps its value)
+    np.testing.assert_array_equal(filled, 5.0)  # ... the enclosing surface fills it
+    np.testing.assert_array_equal(fr.depth[:, 56:], plain[:, 56:])  # the far surface keeps its nearest fill
+    np.testing.assert_array_equal(fr.depth[:4], plain[:4])  # beyond the measurements: no surface, no change
