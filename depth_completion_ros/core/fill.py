@@ -376,31 +376,34 @@ class _SurfaceKernels:
 
 @dataclass(frozen=True)
 class _Surfaces:
-    """Depths (metres) over rows [r0, r1) of the local near surface and of the surface enclosing gaps between
-    measurements, from IP-Basic morphology in inverted depth; `ref` (beyond every measurement) where there is none.
-    The other rows hold no measurement within the kernels' reach: no surface."""
+    """Depths (metres) over rows [r0, r1) of the local near surface and (when asked for) of the surface enclosing gaps
+    between measurements, from IP-Basic morphology in inverted depth; where there is none, the inversion reference
+    1.05 × the largest depth + 1 m (beyond every measurement).  The other rows hold no measurement within the
+    kernels' reach: no surface."""
 
     near: np.ndarray
-    enclosing: np.ndarray
+    enclosing: np.ndarray | None
     r0: int
     r1: int
 
 
-def _near_surfaces(depth: np.ndarray, valid: np.ndarray, st: SparseStats, kernels: _SurfaceKernels) -> _Surfaces:
+def _near_surfaces(
+    depth: np.ndarray, valid: np.ndarray, st: SparseStats, kernels: _SurfaceKernels, *, enclosing: bool = True
+) -> _Surfaces:
     rows = np.flatnonzero(valid.any(axis=1))
     if rows.size == 0:
         empty = np.empty((0, depth.shape[1]), np.float32)
-        return _Surfaces(near=empty, enclosing=empty, r0=0, r1=0)
+        return _Surfaces(near=empty, enclosing=empty if enclosing else None, r0=0, r1=0)
     r0, r1 = max(0, rows[0] - kernels.reach), min(len(valid), rows[-1] + 1 + kernels.reach)
     ref = np.float32(st.max_depth * 1.05 + 1.0)
     inv = np.subtract(ref, depth[r0:r1])
     inv *= valid[r0:r1]  # 0 where missing (depth is finite here)
     near = cv2.dilate(inv, _diamond(kernels.near))
     near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(kernels.near))
-    enclosing = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, _full(kernels.enclosing))
+    closed = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, _full(kernels.enclosing)) if enclosing else None
     return _Surfaces(
         near=np.subtract(ref, near, out=near),
-        enclosing=np.subtract(ref, enclosing, out=enclosing),
+        enclosing=None if closed is None else np.subtract(ref, closed, out=closed),
         r0=int(r0),
         r1=int(r1),
     )
@@ -420,7 +423,7 @@ def _prefer_enclosing_surface(fill: np.ndarray, row0: int, surfaces: _Surfaces, 
     surface enclosing them take that surface's depth, in place: a gap in a nearer surface is filled from that
     surface, not from a farther measurement seen through it (IP-Basic's closing)."""
     a0, a1 = max(row0, surfaces.r0), min(row0 + len(fill), surfaces.r1)
-    if a0 >= a1:
+    if a0 >= a1 or surfaces.enclosing is None:
         return
     f = fill[a0 - row0 : a1 - row0]
     e = surfaces.enclosing[a0 - surfaces.r0 : a1 - surfaces.r0]
@@ -445,5 +448,6 @@ def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE)
     depth = _check_depth("sparse", sparse)
     valid = depth > 0
     st = _stats(depth, valid)
-    kept = _reject(depth, valid, _near_surfaces(depth, valid, st, _SurfaceKernels.for_spacing(st.spacing)), tolerance)
+    surfaces = _near_surfaces(depth, valid, st, _SurfaceKernels.for_spacing(st.spacing), enclosing=False)
+    kept = _reject(depth, valid, surfaces, tolerance)
     return np.where(kept, depth, np.float32(0.0))
