@@ -244,11 +244,11 @@ def main():
         gt = np.concatenate([g for _, _, g in folds])
         res = {}
         for mname, fn in methods.items():
-            _, ms, _ = median_ms(lambda fn=fn, sp=sp: fn(sp), args.repeats)
-            pred = np.concatenate([fn(s) for _, s, _ in folds])
+            first, ms, _ = median_ms(lambda fn=fn, sp=sp: fn(sp), args.repeats)
+            pred = np.concatenate([first] + [fn(s) for _, s, _ in folds[1:]])
             res[mname] = (compute_metrics(pred, gt), ms, None)
-        _, ms, _ = median_ms(lambda rgb=rgb, sp=sp: comp.complete(rgb, sp), args.repeats)
-        outs = [comp.complete(r, s) for r, s, _ in folds]
+        first, ms, _ = median_ms(lambda rgb=rgb, sp=sp: comp.complete(rgb, sp), args.repeats)
+        outs = [first] + [comp.complete(r, s) for r, s, _ in folds[1:]]
         pred, conf = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
         res["default"] = (compute_metrics(pred, gt), ms, sparsification(pred, gt, conf))
         for mname, (m, ms, spars) in res.items():
