@@ -5,13 +5,18 @@ Layout: the model's `state_dict` tensors, and string metadata
 Loading checks the tag, the version, the configuration, and every tensor name and shape against a model
 built from that configuration; any mismatch or an unreadable / truncated file raises `CheckpointError`.
 `import_torch_checkpoint` imports a `.pt` / `.pth` state dict with `torch.load(weights_only=True)` only.
+
+The safetensors helpers here (`write_safetensors`: atomic write; `read_safetensors_header`: metadata and tensor
+shapes without the data; `check_shapes`; `expected_shapes`: a model's shapes built on the meta device) are shared
+with the published models' checkpoints (`core/published/importer.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +29,17 @@ from .model import CSPNModelConfig, CSPNNet
 __all__ = [
     "FORMAT_TAG",
     "FORMAT_VERSION",
+    "check_shapes",
     "check_state_dict",
+    "expected_shapes",
     "import_torch_checkpoint",
+    "json_default",
     "load_checkpoint",
     "read_checkpoint_metadata",
+    "read_safetensors_header",
     "save_checkpoint",
+    "unwrap_model",
+    "write_safetensors",
 ]
 
 FORMAT_TAG = "depth_completion_ros.cspn"
@@ -52,24 +63,106 @@ def save_checkpoint(
     Raises:
         CheckpointError: no configuration, or `extra` is not JSON-serializable.
     """
-    from safetensors.torch import save_file
-
-    model = _unwrap(model)
+    model = unwrap_model(model)
     config = config if config is not None else getattr(model, "config", None)
     if not isinstance(config, CSPNModelConfig):
         raise CheckpointError(f"save_checkpoint needs a CSPNModelConfig, got {type(config).__name__}")
     try:
-        extra_json = json.dumps(dict(extra or {}), default=_json_default)
+        extra_json = json.dumps(dict(extra or {}), default=json_default)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint extra metadata is not JSON-serializable: {exc}") from exc
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT_TAG,
         "format_version": str(FORMAT_VERSION),
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "extra": extra_json,
     }
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(path, model.state_dict(), metadata)
+
+
+def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
+    """Write `tensors` (copied to the CPU, contiguous) with string `metadata` to `path` atomically.
+
+    The file is written to a temporary file in the same folder and renamed over `path` (`os.replace`), so a
+    reader never sees a half-written checkpoint and a failed write leaves the old file in place.
+
+    Raises:
+        CheckpointError: the folder is missing or not writable, or the write fails.
+    """
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {p}: {exc}") from exc
+    os.close(fd)
+    try:
+        save_file(data, tmp, metadata=dict(metadata))
+        os.replace(tmp, p)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {p}: {exc}") from exc
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """The string metadata and the {name: shape} of a safetensors file, without reading tensor data.
+
+    Raises:
+        CheckpointError: missing / unreadable file, not safetensors.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            shapes = {k: tuple(int(n) for n in f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    return meta, shapes
+
+
+def expected_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """{state-dict name: shape} of the model `build()` returns, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = build()
+    return {k: tuple(v.shape) for k, v in unwrap_model(model).state_dict().items()}
+
+
+def check_shapes(
+    expected: Mapping[str, tuple[int, ...]],
+    got: Mapping[str, tuple[int, ...]],
+    *,
+    source: str = "checkpoint",
+    not_tensors: Sequence[str] = (),
+) -> None:
+    """Compare {name: shape} `got` with `expected`.
+
+    Raises:
+        CheckpointError: one line listing missing, unexpected and shape-mismatched names (and `not_tensors`).
+    """
+    missing = sorted(set(expected) - set(got) - set(not_tensors))
+    unexpected = sorted(set(got) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(got[k])} vs model {tuple(expected[k])}"
+        for k in got
+        if k in expected and tuple(got[k]) != tuple(expected[k])
+    )
+    if missing or unexpected or mismatched or not_tensors:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+        if mismatched:
+            parts.append(f"mismatched shapes ({len(mismatched)}): {_short(mismatched)}")
+        if not_tensors:
+            parts.append(f"non-tensor entries ({len(not_tensors)}): {_short(sorted(not_tensors))}")
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
 
 
 def read_checkpoint_metadata(path: str | os.PathLike[str]) -> tuple[CSPNModelConfig, dict[str, Any]]:
@@ -81,16 +174,8 @@ def read_checkpoint_metadata(path: str | os.PathLike[str]) -> tuple[CSPNModelCon
     Raises:
         CheckpointError: missing / unreadable file, not safetensors, wrong tag / version, bad config.
     """
-    from safetensors import safe_open
-
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    meta, _ = read_safetensors_header(p)
     return _parse_metadata(p, meta)
 
 
@@ -113,7 +198,9 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     p = Path(path)
-    config, metadata = read_checkpoint_metadata(p)
+    meta, shapes = read_safetensors_header(p)
+    config, metadata = _parse_metadata(p, meta)
+    check_shapes(expected_shapes(lambda: CSPNNet(config)), shapes, source=str(p))  # before allocating anything
     try:
         state = load_file(str(p), device="cpu")
     except Exception as exc:
@@ -130,25 +217,10 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], *, sou
     Raises:
         CheckpointError: listing missing, unexpected and shape-mismatched keys (and non-tensor values).
     """
-    expected = {k: tuple(v.shape) for k, v in _unwrap(model).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in unwrap_model(model).state_dict().items()}
     not_tensors = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
-    missing = sorted(set(expected) - set(got) - set(not_tensors))
-    unexpected = sorted(set(got) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in got if k in expected and got[k] != expected[k]
-    )
-    if missing or unexpected or mismatched or not_tensors:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
-        if mismatched:
-            parts.append(f"mismatched shapes ({len(mismatched)}): {_short(mismatched)}")
-        if not_tensors:
-            parts.append(f"non-tensor entries ({len(not_tensors)}): {_short(not_tensors)}")
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    check_shapes(expected, got, source=source, not_tensors=not_tensors)
 
 
 def import_torch_checkpoint(
@@ -206,7 +278,8 @@ def _parse_metadata(p: Path, meta: Mapping[str, str]) -> tuple[CSPNModelConfig, 
     return config, metadata
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DataParallel / DistributedDataParallel / `torch.compile` wrappers."""
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if not isinstance(inner, torch.nn.Module):
@@ -218,7 +291,8 @@ def _short(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for paths, one-element tensors and numpy scalars."""
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, Tensor) and obj.numel() == 1:

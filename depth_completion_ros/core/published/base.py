@@ -104,4 +104,9 @@ def _load_all() -> None:
     import importlib
 
     for mod in _MODULES:
-        importlib.import_module(f"{__package__}.{mod}")
+        name = f"{__package__}.{mod}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a branch / install without that architecture module: skip it only
+            if exc.name != name:
+                raise
