@@ -20,6 +20,7 @@ and shapes of the header against the model's, built on the meta device, before a
 
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
 import collections
 import json
@@ -147,9 +148,9 @@ for _name, _obj in (
     ("bytearray", bytearray),
     ("complex", complex),
     ("slice", slice),
+    ("object", object),
 ):
     _ALLOWED[("builtins", _name)] = _obj
-    _ALLOWED[("__builtin__", _name)] = _obj  # Python 2 pickles
 
 _PLACEHOLDERS: dict[tuple[str, str], type[Inert]] = {}
 
@@ -173,6 +174,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         """The allowed object for `module.name`, else an inert placeholder class (nothing is imported)."""
+        # Python 2 names, as pickle's own fix_imports maps them (a table lookup, no import).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
