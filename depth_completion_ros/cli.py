@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("depth_completion_ros.tools.demo", "main job: bag -> node over DDS -> dense depth PNGs + metrics"),
     "project": ("depth_completion_ros.tools.project", "project a LiDAR scan into a camera, write sparse PNGs"),
     "complete": ("depth_completion_ros.tools.complete", "complete a sparse depth PNG with its RGB image"),
+    "import-weights": (
+        "depth_completion_ros.tools.import_weights",
+        "import the authors' PENet / ENet / CSPN (NYU) checkpoint into safetensors",
+    ),
     "kitti-to-bag": ("depth_completion_ros.tools.kitti_to_bag", "convert a KITTI raw drive/frame to rosbag2"),
     "play": ("depth_completion_ros.tools.play", "replay a rosbag2 / ROS 1 bag onto live topics"),
     "launch": ("depth_completion_ros.tools.launch", "start what kitti/tof.launch.py start (no launch_ros needed)"),
