@@ -7,12 +7,18 @@ dilation: (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0), (1,1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from .errors import ShapeError
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch", globals())
 from .propagation import NEIGHBOUR_OFFSETS, PAIR_OFFSETS
 
 __all__ = [

@@ -1,7 +1,9 @@
-"""One completion API: `DepthCompleter(config).complete(rgb, sparse_depth) -> (depth, confidence)`.
+"""One completion API: `DepthCompleter(config).complete(rgb, sparse_depth, camera) -> (depth, confidence)`.
 
-Methods: "default" (weight-free: classical fill + RGB-affinity CSPN, CPU) and "cspn" (the learned model
-from a safetensors checkpoint).  The device is chosen once, at construction.
+Methods: "default" (weight-free: classical fill + RGB-affinity CSPN, CPU), "cspn" (the learned model from a
+safetensors checkpoint) and the published models ("penet", "enet", "cspn-nyu": our implementations in
+`core/published/`, with the authors' weights imported by `depth-completion import-weights`).  The device is chosen
+once, at construction.  The weight-free default never imports torch (fast start, small memory).
 """
 
 from __future__ import annotations
@@ -10,18 +12,26 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from .affinity import anchored_pair_affinity, colour_sigma
-from .confidence import default_confidence, edge_window
+from .confidence import default_confidence, edge_window, network_confidence
 from .device import resolve_device
-from .errors import CheckpointError, DataError, ShapeError
+from .errors import CalibrationError, CheckpointError, DataError, ShapeError
 from .fill import OUTLIER_TOLERANCE, classical_fill_detailed, sparse_stats
+from .lazy import lazy_module
 from .propagation import cspn_propagate_pairs
+
+if TYPE_CHECKING:
+    import torch
+
+    from .camera import CameraModel
+    from .published import Architecture
+else:
+    torch = lazy_module("torch", globals())  # imported by the learned methods only
 
 __all__ = ["CompleterConfig", "DepthCompleter"]
 
@@ -31,16 +41,19 @@ class CompleterConfig:
     """Configuration of `DepthCompleter`.
 
     Attributes:
-        method: "default" (weight-free) or "cspn" (learned, needs `checkpoint`).
-        checkpoint: safetensors checkpoint for "cspn".
-        device: "auto" (CUDA when available), "cpu" or "cuda".
+        method: "default" (weight-free), "cspn" (learned, needs `checkpoint`) or a published model: "penet",
+            "enet", "cspn-nyu" (needs a `checkpoint` written by `depth-completion import-weights`; PENet and ENet
+            also need the camera model at `complete`).
+        checkpoint: safetensors checkpoint for the learned methods.
+        device: "auto" (CUDA when available), "cpu" or "cuda" (learned methods; the default runs on the CPU).
         iterations: CSPN iterations (default method; the learned model uses its own unless set > 0).
         max_depth: output clipped to (0, max_depth] metres.
         colour_sigma_scale: affinity colour-kernel width, in units of the image's median colour step.
         anchor: weight of the initial fill in the propagation (affinities normalised by sum + anchor).
         outlier_tolerance: relative tolerance of the outlier rejection (sparse inputs only); 0 = off.
         fill_blur: gaussian sigma of the initial fill, in units of the measurement spacing.
-        allow_random_weights: "cspn" without checkpoint uses random weights (benchmarks only).
+        allow_random_weights: a learned method without checkpoint uses random weights (benchmarks only).
+        fp16: published models on CUDA run under float16 autocast (faster; output differs from float32).
         bands: the default method fills, weights, propagates and scores this many row bands on parallel threads
             (1 = all on the calling thread); the bands overlap by enough rows that the result is identical.
         num_threads: torch CPU threads (0 = leave torch's setting). Default 1: on a 2-core machine that also
@@ -58,6 +71,7 @@ class CompleterConfig:
     outlier_tolerance: float = OUTLIER_TOLERANCE
     fill_blur: float = 0.15
     allow_random_weights: bool = False
+    fp16: bool = False
     num_threads: int = 1
     bands: int = 2
 
@@ -66,30 +80,41 @@ class DepthCompleter:
     """Dense depth + confidence from RGB + sparse depth."""
 
     def __init__(self, config: CompleterConfig | None = None) -> None:
-        """Build the completer; loads the checkpoint for method "cspn".
+        """Build the completer; loads the checkpoint of a learned method.
 
         Raises:
-            CheckpointError: "cspn" without a usable checkpoint (and not `allow_random_weights`).
+            CheckpointError: a learned method without a usable checkpoint (and not `allow_random_weights`), or a
+                published-model checkpoint of another architecture than `method`.
             ValueError: unknown method or device.
         """
         self.config = config or CompleterConfig()
         cfg = self.config
+        self._arch: Architecture | None = None
         if cfg.method not in ("default", "cspn"):
-            raise ValueError(f"method must be 'default' or 'cspn', got {cfg.method!r}")
+            from .published import get_architecture
+
+            try:
+                self._arch = get_architecture(cfg.method)
+            except ValueError as exc:
+                raise ValueError(f"method must be 'default', 'cspn' or a published model ({exc})") from None
         if cfg.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {cfg.iterations}")
         if cfg.bands < 1:
             raise ValueError(f"bands must be >= 1, got {cfg.bands}")
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
-        # The weight-free default is OpenCV + a few CPU propagation steps: moving it to a GPU costs more in
-        # transfers than it saves, so only the learned model follows `device`.
-        self._device = resolve_device(cfg.device) if cfg.method == "cspn" else torch.device("cpu")
+        # The weight-free default is OpenCV + a few CPU propagation steps (numpy / numba, no torch): moving it to
+        # a GPU costs more in transfers than it saves, so only the learned models follow `device`.
+        self._device: torch.device | None = None
+        if cfg.method != "default":
+            if cfg.num_threads > 0:
+                torch.set_num_threads(cfg.num_threads)
+            self._device = resolve_device(cfg.device)
         self._model: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._model_name = "ip-basic-family fill + rgb-affinity cspn (weight-free)"
         if cfg.method == "cspn":
             self._load_model()
+        elif self._arch is not None:
+            self._load_published(self._arch)
         else:
             # Load (or, the first time on a machine, compile) the numba propagation kernel now, not on the first frame.
             tiny = np.ones((2, 2), np.float32)
@@ -128,27 +153,70 @@ class DepthCompleter:
             self._model_name = f"cspn ({name or path.name})"
         self._model = self._model.to(self._device).eval()
 
+    def _load_published(self, arch: Architecture) -> None:
+        cfg = self.config
+        if cfg.checkpoint is None:
+            if not cfg.allow_random_weights:
+                raise CheckpointError(
+                    f"method {cfg.method!r} needs a checkpoint: import the authors' weights with "
+                    f"`depth-completion import-weights --format {cfg.method} SRC --out X.safetensors`"
+                )
+            self._model = arch.build(arch.default_config).to(self._device).eval()
+            self._model_name = f"{arch.name} (random weights)"
+            return
+        from .published.importer import load_published, read_published_metadata
+
+        path = Path(cfg.checkpoint)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        stored, _, _, _ = read_published_metadata(path)
+        if stored.name != arch.name:
+            raise CheckpointError(f"{path} holds a {stored.name!r} model, not {arch.name!r} (method)")
+        try:
+            model, _, _, meta = load_published(path, map_location=self._device)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # any unreadable file becomes one clear error
+            raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
+        self._model = model
+        source = meta.get("source") if isinstance(meta, dict) else None
+        self._model_name = f"{arch.name} ({source or path.name})"
+
     @property
     def device(self) -> torch.device:
-        """Device the completer runs on (the default method always runs on the CPU)."""
-        return self._device
+        """Device the completer runs on (the default method always runs on the CPU; asking imports torch)."""
+        return self._device if self._device is not None else torch.device("cpu")
+
+    @property
+    def device_name(self) -> str:
+        """The device as text ("cpu", "cuda", "cuda:1"), without importing torch for the default method."""
+        return str(self._device) if self._device is not None else "cpu"
 
     @property
     def method(self) -> str:
-        """ "default" or "cspn"."""
+        """ "default", "cspn" or a published model name."""
         return self.config.method
+
+    @property
+    def needs_camera(self) -> bool:
+        """True when `complete` needs the camera model (published models that use the intrinsics)."""
+        return self._arch is not None and self._arch.needs_intrinsics
 
     @property
     def model_name(self) -> str:
         """Human-readable name of the model / algorithm."""
         return self._model_name
 
-    def complete(self, rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def complete(
+        self, rgb: np.ndarray, sparse_depth: np.ndarray, camera: CameraModel | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Complete `sparse_depth` guided by `rgb`.
 
         Args:
             rgb: (H, W, 3) uint8 RGB.
             sparse_depth: (H, W) float32 metres along the optical axis, 0 = missing (NaN/inf = missing).
+            camera: the camera model of these H x W images (its `projection_matrix` gives K); needed by the
+                published models that use the intrinsics (`needs_camera`), ignored by the others.
 
         Returns:
             depth (H, W) float32 metres (> 0), confidence (H, W) float32 in [0, 1].
@@ -156,23 +224,29 @@ class DepthCompleter:
         Raises:
             ShapeError: wrong shapes / dtypes or sizes that differ.
             DataError: no valid measurement in `sparse_depth`.
+            CalibrationError: `camera` missing where needed, or made for another image size.
         """
         rgb_a, sparse = _validate(rgb, sparse_depth)
-        if self.config.method == "cspn":
-            try:
+        if self.config.method == "default":
+            return self._complete_default(rgb_a, sparse)
+        K = _intrinsics(camera, rgb_a.shape[1], rgb_a.shape[0], self.config.method) if self.needs_camera else None
+
+        def run() -> tuple[np.ndarray, np.ndarray]:
+            if self._arch is None:
                 return self._complete_cspn(rgb_a, sparse)
-            except torch.cuda.OutOfMemoryError:
-                if self._device.type != "cuda":
-                    raise
-                # Out of GPU memory: fall back to the CPU for good (a robot keeps running, slower).
-                warnings.warn(
-                    "CUDA out of memory; the learned model falls back to the CPU", RuntimeWarning, stacklevel=2
-                )
-                torch.cuda.empty_cache()
-                self._device = torch.device("cpu")
-                self._model = self._model.to(self._device)
-                return self._complete_cspn(rgb_a, sparse)
-        return self._complete_default(rgb_a, sparse)
+            return self._complete_published(rgb_a, sparse, K)
+
+        try:
+            return run()
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            # Out of GPU memory: fall back to the CPU for good (a robot keeps running, slower).
+            warnings.warn("CUDA out of memory; the learned model falls back to the CPU", RuntimeWarning, stacklevel=2)
+            torch.cuda.empty_cache()
+            self._device = torch.device("cpu")
+            self._model = self._model.to(self._device)
+            return run()
 
     def _complete_default(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fill, RGB affinities, CSPN and confidence, in row bands on parallel threads.
@@ -228,8 +302,29 @@ class DepthCompleter:
             f.result()
         return depth, conf
 
+    def _complete_published(
+        self, rgb: np.ndarray, sparse: np.ndarray, K: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the published net (its own normalization, padding and input scale: see `published.base`)."""
+        dev = self.device
+        with torch.inference_mode():
+            x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float()  # [0, 255]
+            s = torch.from_numpy(sparse).to(dev)[None, None]
+            k = None if K is None else torch.from_numpy(K).to(dev)[None]
+            half = dev.type == "cuda" and self.config.fp16
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
+                out = self._model(x, s, k)
+            depth = out["pred"].float()[0, 0].cpu().numpy()
+            conf = out.get("confidence")
+            conf = None if conf is None else conf.float()[0, 0].cpu().numpy()
+        depth = np.clip(np.nan_to_num(depth, nan=0.0), np.float32(1e-3), np.float32(self.config.max_depth))
+        depth = depth.astype(np.float32, copy=False)
+        if conf is None:  # no confidence head: the documented heuristic of `network_confidence`
+            return depth, network_confidence(depth, sparse, sparse_stats(sparse).spacing)
+        return depth, np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0).astype(np.float32)
+
     def _complete_cspn(self, rgb: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dev = self._device
+        dev = self.device
         with torch.inference_mode():
             x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float().div_(255.0)
             s = torch.from_numpy(sparse).to(dev)[None, None]
@@ -275,6 +370,19 @@ def _balanced_cuts(points_per_row: np.ndarray, width: int, bands: int, *, min_ro
         cuts.append(int(np.clip(cut, lo, hi)) if lo <= hi else round(i * h / bands))
     cuts.append(h)
     return cuts
+
+
+def _intrinsics(camera: CameraModel | None, width: int, height: int, method: str) -> np.ndarray:
+    """(3, 3) float32 K of the W x H image from `camera` (its projection matrix: P for rectified images)."""
+    if camera is None:
+        raise CalibrationError(
+            f"method {method!r} needs the camera intrinsics: pass camera=CameraModel(...) to complete() "
+            "(CLI: --intrinsics fx,fy,cx,cy or --camera-info FILE; node: the rgb/camera_info topic)"
+        )
+    if tuple(camera.image_size) != (width, height):
+        cw, ch = camera.image_size
+        raise CalibrationError(f"the camera model is for {cw}x{ch} images, the input is {width}x{height}")
+    return np.ascontiguousarray(camera.projection_matrix[:, :3], dtype=np.float32)
 
 
 def _validate(rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
-"""Confidence maps in [0, 1] for completed depth (weight-free default).
+"""Confidence maps in [0, 1] for completed depth (weight-free default, and networks without a confidence head).
 
 Confidence is the product of three factors, each in (0, 1]:
 distance to the nearest measurement (scaled by the measured spacing), relative depth variation around the
-pixel (depth edges), and the disagreement between the propagated depth and the initial fill.
-Measured pixels get exactly 1.
+pixel (depth edges), and a disagreement term: for the default, between the propagated depth and the initial
+fill (measured pixels get exactly 1); for a network (`network_confidence`), between its output and the sparse
+input near the pixel.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["combine_confidence", "default_confidence", "distance_confidence", "edge_confidence", "edge_window"]
+__all__ = [
+    "combine_confidence",
+    "default_confidence",
+    "distance_confidence",
+    "edge_confidence",
+    "edge_window",
+    "network_confidence",
+]
 
 
 def _f32(name: str, x: np.ndarray) -> np.ndarray:
@@ -133,3 +141,46 @@ def default_confidence(
     exponent = cv2.scaleAdd(dist, -1.0 / spacing, exponent)
     out = cv2.exp(cv2.min(exponent, 0.0))  # every term is <= 0 (the min only guards odd inputs): out in [0, 1]
     return cv2.max(out, m.view(np.uint8).astype(np.float32), dst=out)  # 1 at measured pixels
+
+
+def network_confidence(
+    depth: np.ndarray, sparse: np.ndarray, spacing: float, *, disagreement_scale: float = 0.05
+) -> np.ndarray:
+    """Confidence for a network without a confidence head (PENet, ENet, the CSPN NYU model).
+
+    A heuristic built from the default's factors, meant to rank errors (higher = smaller expected error), not a
+    calibrated probability: exp(-dist / spacing) × edge factor of `depth` × exp(-r / disagreement_scale), where
+    r is the largest relative disagreement |depth − sparse| / sparse among the measurements in a box of about
+    the measurement spacing around the pixel (0 where there is none).  Measured pixels are not set to 1: a net
+    that does not reproduce its input there gets the disagreement it shows.  It has only been checked on
+    random-weight and synthetic outputs; how well it ranks the errors of the released weights is not measured.
+
+    Args:
+        depth: (H, W) float32 metres, the network's output (> 0).
+        sparse: (H, W) float32 metres, the sparse input (0 = missing).
+        spacing: typical measurement spacing, pixels (`fill.sparse_stats(sparse).spacing`).
+        disagreement_scale: relative disagreement giving a factor 1/e.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
+    d = _f32("depth", depth)
+    s = _f32("sparse", sparse)
+    if d.shape != s.shape:
+        raise ShapeError(f"depth {d.shape} and sparse {s.shape} differ")
+    if spacing <= 0:
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    m = s > 0
+    if not m.any():
+        return np.zeros(d.shape, np.float32)
+    dist = cv2.distanceTransform((~m).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    window = edge_window(spacing)
+    kernel = np.ones((window, window), np.uint8)
+    hi = cv2.dilate(d, kernel)
+    edge = cv2.divide(cv2.subtract(hi, cv2.erode(d, kernel)), cv2.max(hi, 1e-6))
+    residual = np.zeros_like(d)
+    residual[m] = np.abs(d[m] - s[m]) / s[m]
+    near = cv2.dilate(residual, kernel)  # the worst disagreement among the measurements around the pixel
+    exponent = cv2.addWeighted(edge, -1.0 / _EDGE_SCALE, near, -1.0 / disagreement_scale, 0.0)
+    exponent = cv2.scaleAdd(dist, -1.0 / spacing, exponent)
+    return cv2.exp(cv2.min(exponent, 0.0))

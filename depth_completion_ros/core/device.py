@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch", globals())
 
 __all__ = ["resolve_device"]
 

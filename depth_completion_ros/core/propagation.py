@@ -47,13 +47,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import torch
-from torch import Tensor
 
 from .errors import ShapeError, check_shape
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = lazy_module("torch", globals())  # the weight-free default (numba pair kernel) never imports torch
 
 __all__ = [
     "EPS",
@@ -167,7 +173,7 @@ def _check_inputs(
         check_shape("sparse_confidence", sparse_confidence.shape, (B, 1, H, W))
     if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
         raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
-    if isinstance(iterations, Tensor):
+    if isinstance(iterations, torch.Tensor):
         if iterations.is_floating_point() or iterations.is_complex() or iterations.dtype == torch.bool:
             raise ShapeError(f"iterations: expected an integer tensor, got {iterations.dtype}")
         check_shape("iterations", iterations.shape, (None, 1, H, W))
@@ -235,7 +241,7 @@ def cspn_propagate(
         sparse_confidence = sparse_confidence.to(dtype)
     if center_weight is not None:
         center_weight = center_weight.to(dtype)
-    per_pixel = iterations if isinstance(iterations, Tensor) else None
+    per_pixel = iterations if isinstance(iterations, torch.Tensor) else None
     if per_pixel is not None:
         per_pixel = per_pixel.to(h0.device).expand(B, 1, H, W)
     if n == 0:

@@ -215,7 +215,7 @@ class DepthCompletionNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: input_type={cfg.input_type}, method={cfg.completer.method}, "
-            f"model={self.completer.model_name}, device={self.completer.device}, "
+            f"model={self.completer.model_name}, device={self.completer.device_name}, "
             f"extrinsics from {self.extrinsics.source}, sync queue_size={cfg.sync.queue_size} "
             f"slop={cfg.sync.slop} s, inputs: {', '.join(self.resolve_topic_name(t) for _, t in specs)}"
         )
@@ -394,7 +394,7 @@ class DepthCompletionNode(Node):
         stats.dense_coverage = float(valid_dense / depth.size)
         stats.method = str(cfg.completer.method)
         stats.model = str(self.completer.model_name)
-        stats.device = str(self.completer.device)
+        stats.device = self.completer.device_name
         stats.frames_processed = self.frames_processed
         stats.frames_dropped = self.frames_dropped
         stats.frames_failed = self.frames_failed

@@ -228,7 +228,7 @@ def _write_results(
         "source": source,
         "method": args.method,
         "model": completer.model_name,
-        "device": str(completer.device),
+        "device": completer.device_name,
         "frames_wanted": args.frames,
         "outputs_received": counts,
         "wall_time_s": round(wall_s, 2),
