@@ -64,7 +64,7 @@ def test_camera_required_and_checked(tmp_path, tiny_arch, rng):
 
 
 def test_checkpoint_refusals(tmp_path, tiny_arch):
-    with pytest.raises(CheckpointError, match="needs a checkpoint.*import-weights --format tiny-test"):
+    with pytest.raises(CheckpointError, match=r"needs a checkpoint.*import-weights --format tiny-test"):
         DepthCompleter(CompleterConfig(method="tiny-test"))
     with pytest.raises(CheckpointError, match="not found"):
         DepthCompleter(CompleterConfig(method="tiny-test", checkpoint=tmp_path / "nope.safetensors"))
