@@ -1,9 +1,13 @@
-"""KITTI calibration readers: the raw-data format and the object-benchmark format.
+"""Calibration readers: KITTI (raw-data and object-benchmark formats) and the ROS camera-calibration YAML.
 
 Both give the rectified camera model of colour camera `camera_index` (2 = left colour, 3 = right colour)
 and `T_camera_from_velo` (4, 4), which maps Velodyne points (metres) into that camera's own optical frame
 (rectified, REP 103).  The stereo baseline in P_rect_0x / P2 is folded into the transform, so the model's
 P has a zero last column and projected depth is the true z in that camera.
+
+`read_camera_info_yaml` reads the YAML that ROS `camera_calibration` writes (and `camera_info_manager` reads):
+image_width, image_height, camera_name, camera_matrix, distortion_model, distortion_coefficients,
+rectification_matrix, projection_matrix (matrices as {rows, cols, data}).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .camera import CameraModel
+from .camera import CameraModel, DistortionModel
 from .errors import CalibrationError
 
 __all__ = [
     "KittiCalibration",
     "parse_kitti_calib_file",
+    "read_camera_info_yaml",
     "read_kitti_object_calibration",
     "read_kitti_oxts_motion",
     "read_kitti_raw_calibration",
@@ -165,3 +170,91 @@ def read_kitti_oxts_motion(
     lever_imu = -R.T @ t
     v_velo = R @ (v_imu + np.cross(w_imu, lever_imu))
     return v_velo, w_velo
+
+
+_MAX_YAML_BYTES = 1 << 20
+
+
+def read_camera_info_yaml(path: str | Path, *, rectified: bool = True) -> CameraModel:
+    """The camera model of a ROS camera-calibration YAML file.
+
+    Args:
+        path: the file (as written by `camera_calibration` / read by `camera_info_manager`).
+        rectified: the images it goes with are rectified (project with P, K' = P[:3, :3]); False for raw images
+            (project with camera_matrix and the distortion).
+
+    Returns:
+        CameraModel of the full image_width x image_height image.
+
+    Raises:
+        CalibrationError: missing / unreadable / non-YAML file, a missing field, a matrix whose data does not
+            have rows x cols numbers, or values `CameraModel` refuses (uncalibrated, NaN, unknown distortion).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"camera info file not found: {p}")
+    if p.stat().st_size > _MAX_YAML_BYTES:
+        raise CalibrationError(f"{p}: too large for a camera calibration file ({p.stat().st_size} bytes)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CalibrationError(f"{p}: not a readable YAML file ({first})") from None
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{p}: expected a YAML mapping with camera_matrix etc., got {type(data).__name__}")
+
+    def size(key: str) -> int:
+        v = data.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise CalibrationError(f"{p}: {key} must be a positive integer, got {v!r}")
+        return v
+
+    def matrix(key: str, shape: tuple[int, int] | None, *, required: bool = True) -> np.ndarray | None:
+        m = data.get(key)
+        if m is None and not required:
+            return None
+        if not isinstance(m, dict) or not {"rows", "cols", "data"} <= set(m):
+            raise CalibrationError(f"{p}: {key} must be a mapping with rows, cols and data")
+        rows, cols, values = m["rows"], m["cols"], m["data"]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (rows, cols)):
+            raise CalibrationError(f"{p}: {key} rows / cols must be integers, got {rows!r} / {cols!r}")
+        if not isinstance(values, list) or len(values) != rows * cols:
+            n = len(values) if isinstance(values, list) else type(values).__name__
+            raise CalibrationError(f"{p}: {key} has {n} values for {rows}x{cols}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise CalibrationError(f"{p}: {key} data must be numbers")
+        arr = np.asarray(values, dtype=np.float64).reshape(rows, cols)
+        if shape is not None and arr.shape != shape:
+            raise CalibrationError(f"{p}: {key} must be {shape[0]}x{shape[1]}, got {rows}x{cols}")
+        return arr
+
+    width, height = size("image_width"), size("image_height")
+    K = matrix("camera_matrix", (3, 3))
+    D = matrix("distortion_coefficients", None, required=False)
+    R = matrix("rectification_matrix", (3, 3), required=False)
+    P = matrix("projection_matrix", (3, 4), required=False)
+    name = data.get("distortion_model") or "plumb_bob"
+    try:
+        model = DistortionModel(str(name))
+    except ValueError:
+        valid = ", ".join(m.value for m in DistortionModel)
+        raise CalibrationError(f"{p}: unknown distortion_model {name!r} (known: {valid})") from None
+    if P is not None and not P.any():
+        P = None
+    if rectified and P is None:
+        raise CalibrationError(f"{p}: rectified images need projection_matrix (or pass the raw-image option)")
+    try:
+        return CameraModel(
+            width=width,
+            height=height,
+            K=K,
+            D=np.zeros(0) if D is None else D.reshape(-1),
+            distortion_model=model,
+            R=np.eye(3) if R is None else R,
+            P=P,
+            rectified=rectified,
+        )
+    except CalibrationError as exc:
+        raise CalibrationError(f"{p}: {exc}") from None

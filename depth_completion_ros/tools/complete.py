@@ -1,4 +1,9 @@
-"""`depth-completion complete`: complete one KITTI-format sparse depth PNG with its RGB image."""
+"""`depth-completion complete`: complete one KITTI-format sparse depth PNG with its RGB image.
+
+The published models that use the intrinsics (penet, enet) need the camera: `--intrinsics fx,fy,cx,cy` (pixels,
+of this image) or `--camera-info FILE` (the ROS camera-calibration YAML; the image is taken as rectified, K from
+its projection_matrix, unless `--raw-image`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_completion_ros.core.camera import CameraModel
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
-from depth_completion_ros.core.errors import DepthCompletionError
+from depth_completion_ros.core.errors import CalibrationError, DepthCompletionError
 from depth_completion_ros.core.units import kitti_png_to_metres, metres_to_kitti_png
 
 __all__ = ["add_arguments", "run"]
@@ -20,12 +26,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the sub-command's options."""
     parser.add_argument("--rgb", required=True, type=Path, help="RGB image (any 8-bit format OpenCV reads)")
     parser.add_argument("--sparse", required=True, type=Path, help="sparse depth, uint16 PNG, metres x 256")
-    parser.add_argument("--method", choices=("default", "cspn"), default="default")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="safetensors checkpoint (method cspn)")
+    parser.add_argument(
+        "--method",
+        default="default",
+        metavar="{" + ",".join(METHODS) + "}",
+        help="weight-free default, the learned cspn, or a published model (needs --checkpoint)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="safetensors checkpoint (cspn: from train; penet / enet / cspn-nyu: from import-weights)",
+    )
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY", help="pinhole intrinsics of the image")
+    camera.add_argument("--camera-info", type=Path, default=None, metavar="FILE", help="ROS camera-calibration YAML")
+    parser.add_argument(
+        "--raw-image", action="store_true", help="with --camera-info: the image is raw (K = camera_matrix)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--fp16", action="store_true", help="published models on CUDA: float16 autocast")
     parser.add_argument("--out-depth", required=True, type=Path, help="dense depth, uint16 PNG, metres x 256")
     parser.add_argument("--out-confidence", type=Path, default=None, help="confidence PNG (0..max = 0..1)")
     parser.add_argument("--confidence-bits", type=int, choices=(8, 16), default=8)
+
+
+METHODS = ("default", "cspn", "penet", "enet", "cspn-nyu")
+
+
+def parse_intrinsics(text: str, width: int, height: int) -> CameraModel:
+    """'fx,fy,cx,cy' (pixels) -> a pinhole `CameraModel` of a width x height image.
+
+    Raises:
+        CalibrationError: not four finite numbers, or focal lengths <= 0.
+    """
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not np.isfinite(values).all():
+        raise CalibrationError(f"--intrinsics must be four numbers fx,fy,cx,cy, got {text!r}")
+    fx, fy, cx, cy = values
+    return CameraModel(width=width, height=height, K=np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]))
 
 
 def _fail(msg: str) -> int:
@@ -49,8 +91,16 @@ def run(args: argparse.Namespace) -> int:
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     sparse = kitti_png_to_metres(raw)
     try:
-        completer = DepthCompleter(CompleterConfig(method=args.method, checkpoint=args.checkpoint, device=args.device))
-        depth, conf = completer.complete(rgb, sparse)
+        camera = None
+        if args.intrinsics is not None:
+            camera = parse_intrinsics(args.intrinsics, rgb.shape[1], rgb.shape[0])
+        elif args.camera_info is not None:
+            from depth_completion_ros.core.calibration import read_camera_info_yaml
+
+            camera = read_camera_info_yaml(args.camera_info, rectified=not args.raw_image)
+        config = CompleterConfig(method=args.method, checkpoint=args.checkpoint, device=args.device, fp16=args.fp16)
+        completer = DepthCompleter(config)
+        depth, conf = completer.complete(rgb, sparse, camera)
     except DepthCompletionError as exc:
         return _fail(str(exc))
     except ValueError as exc:
