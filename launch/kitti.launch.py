@@ -55,8 +55,16 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("bag", default_value="", description="rosbag2 directory to replay ('' = live)"),
             DeclareLaunchArgument("rate", default_value="1.0", description="Replay rate factor"),
             DeclareLaunchArgument("loop", default_value="false", description="Replay in a loop (true/false)"),
-            DeclareLaunchArgument("method", default_value="default", description="Completion method: default | cspn"),
-            DeclareLaunchArgument("checkpoint", default_value="", description="safetensors checkpoint (method cspn)"),
+            DeclareLaunchArgument(
+                "method",
+                default_value="default",
+                description="Completion method: default | cspn | penet | enet | cspn-nyu",
+            ),
+            DeclareLaunchArgument(
+                "checkpoint",
+                default_value="",
+                description="safetensors checkpoint (cspn: from train; penet / enet / cspn-nyu: from import-weights)",
+            ),
             DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
             DeclareLaunchArgument("rviz", default_value="true", description="Start rviz2 (true/false)"),
             ExecuteProcess(

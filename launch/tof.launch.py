@@ -53,8 +53,16 @@ def generate_launch_description() -> LaunchDescription:
         for arg, (name, default) in TOPIC_ARGS.items()
     ]
     args += [
-        DeclareLaunchArgument("method", default_value="default", description="Completion method: default | cspn"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="safetensors checkpoint (method cspn)"),
+        DeclareLaunchArgument(
+            "method",
+            default_value="default",
+            description="Completion method: default | cspn | penet | enet | cspn-nyu",
+        ),
+        DeclareLaunchArgument(
+            "checkpoint",
+            default_value="",
+            description="safetensors checkpoint (cspn: from train; penet / enet / cspn-nyu: from import-weights)",
+        ),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
     ]
     node = Node(

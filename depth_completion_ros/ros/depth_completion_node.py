@@ -354,7 +354,7 @@ class DepthCompletionNode(Node):
         t_projected = time.monotonic()
         if cfg.debug_delay_ms > 0:
             time.sleep(cfg.debug_delay_ms / 1000.0)
-        depth, confidence = self.completer.complete(rgb, sparse)
+        depth, confidence = self.completer.complete(rgb, sparse, camera)
         t_completed = time.monotonic()
 
         header = image.header

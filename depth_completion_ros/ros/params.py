@@ -19,7 +19,9 @@ from depth_completion_ros.core.completer import CompleterConfig
 __all__ = [
     "DEPTH_COMPLETION_PARAMS",
     "DYNAMIC_PARAMS",
+    "METHODS",
     "POINTCLOUD_TO_DEPTH_PARAMS",
+    "PUBLISHED_METHODS",
     "DepthCompletionNodeConfig",
     "ExtrinsicsConfig",
     "OutputConfig",
@@ -132,6 +134,10 @@ class PointcloudToDepthNodeConfig:
     extrinsics: ExtrinsicsConfig = ExtrinsicsConfig()
 
 
+PUBLISHED_METHODS = ("penet", "enet", "cspn-nyu")
+"""The published models (`core/published/`); their checkpoints come from `depth-completion import-weights`."""
+METHODS = ("default", "cspn", *PUBLISHED_METHODS)
+
 _COMMON: tuple[ParamSpec, ...] = (
     ParamSpec(name="camera_info_topic", default="rgb/camera_info", kind="str", description="RGB CameraInfo topic"),
     ParamSpec(name="points_topic", default="lidar/points", kind="str", description="PointCloud2 input (pointcloud)"),
@@ -198,11 +204,20 @@ DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
         name="method",
         default="default",
         kind="str",
-        choices=("default", "cspn"),
-        description="default (weight-free) or cspn (learned)",
+        choices=METHODS,
+        description="default (weight-free), cspn (learned here) or a published model: penet, enet (KITTI, use the "
+        "RGB CameraInfo's K), cspn-nyu (NYU Depth v2, RGB-D / ToF)",
     ),
-    ParamSpec(name="checkpoint", default="", kind="str", description="safetensors checkpoint (method cspn)"),
+    ParamSpec(
+        name="checkpoint",
+        default="",
+        kind="str",
+        description="safetensors checkpoint (cspn: from train; penet / enet / cspn-nyu: from import-weights)",
+    ),
     ParamSpec(name="device", default="auto", kind="str", choices=("auto", "cpu", "cuda"), description="Torch device"),
+    ParamSpec(
+        name="fp16", default=False, kind="bool", description="Published models on CUDA: float16 autocast (faster)"
+    ),
     ParamSpec(
         name="num_threads",
         default=CompleterConfig().num_threads,
@@ -383,6 +398,12 @@ def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeCon
     v = _values(DEPTH_COMPLETION_PARAMS, values)
     if v["method"] == "cspn" and not v["checkpoint"]:
         raise _fail("checkpoint", "method 'cspn' needs a checkpoint file")
+    if v["method"] in PUBLISHED_METHODS and not v["checkpoint"]:
+        raise _fail(
+            "checkpoint",
+            f"method {v['method']!r} needs a checkpoint file: import the authors' weights with "
+            f"`depth-completion import-weights --format {v['method']} SRC --out X.safetensors`",
+        )
     if v["checkpoint"] and not Path(v["checkpoint"]).is_file():
         raise _fail("checkpoint", f"file not found: {v['checkpoint']}")
     if v["min_depth"] >= v["max_depth"]:
@@ -391,6 +412,7 @@ def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeCon
         method=v["method"],
         checkpoint=v["checkpoint"] or None,
         device=v["device"],
+        fp16=v["fp16"],
         iterations=v["iterations"],
         max_depth=v["max_depth"],
         num_threads=v["num_threads"],

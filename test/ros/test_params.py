@@ -103,6 +103,19 @@ def test_cspn_needs_checkpoint():
         depth_completion_config({"method": "cspn"})
 
 
+@pytest.mark.parametrize("method", ["penet", "enet", "cspn-nyu"])
+def test_published_methods(method, tmp_path):
+    with pytest.raises(ValueError, match=rf"invalid parameter 'checkpoint'.*import-weights --format {method}"):
+        depth_completion_config({"method": method})
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"x")  # the node's completer checks the contents; the parameters check that it exists
+    cfg = depth_completion_config({"method": method, "checkpoint": str(ckpt), "fp16": True, "device": "cuda"})
+    assert cfg.completer.method == method
+    assert cfg.completer.checkpoint == str(ckpt)
+    assert cfg.completer.fp16 is True and cfg.completer.device == "cuda"
+    assert depth_completion_config({"method": method, "checkpoint": str(ckpt)}).completer.fp16 is False
+
+
 def test_xyz_and_quaternion_must_come_together():
     with pytest.raises(ValueError, match="extrinsic_quat_xyzw"):
         depth_completion_config({"extrinsic_xyz": [0.0, 0.0, 0.0]})

@@ -31,6 +31,9 @@ def test_kitti_plan_matches_launch_file() -> None:
     assert node[1:3] == ["-m", "depth_completion_ros.ros.depth_completion_node"]
     assert node[node.index("--params-file") + 1].endswith("config/kitti.yaml")
     assert "method:=cspn" in node and "checkpoint:=/m.safetensors" in node
+    values.update(method="cspn-nyu", checkpoint="/w/cspn_nyu.safetensors", device="cuda")
+    node = dict(plan("kitti", values))["depth_completion_node"]
+    assert "method:=cspn-nyu" in node and "checkpoint:=/w/cspn_nyu.safetensors" in node and "device:=cuda" in node
     remaps = {node[i + 1] for i, a in enumerate(node) if a == "-r"}
     assert remaps == {
         "rgb/image:=/kitti/camera/image_raw",
