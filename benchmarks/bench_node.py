@@ -6,6 +6,9 @@ process with config/kitti.yaml. Latency = depth received - input stamp (p50 / p9
 outputs per second; drops from the node's `stats`; RSS of the node process. Baseline in the same run: the
 same frame through the core API in this process (decode + project + complete), i.e. the node's overhead.
 Usage: .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--rates 10 30] [--all-outputs] [--json out.json]
+    [--method default|cspn|penet|enet|cspn-nyu] [--checkpoint X.safetensors] [--device auto|cpu|cuda] [--fp16]
+A published method without --checkpoint runs with seeded random weights (written to a temporary checkpoint):
+timing only, the depth is meaningless.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_table, time_call, write_json
 
 from depth_completion_ros.core.allocator import configure_allocator
+from depth_completion_ros.ros.params import PUBLISHED_METHODS
 from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
 from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
 from depth_completion_ros.tools.project import default_kitti_dir
@@ -48,8 +53,23 @@ def main() -> int:
         action="store_true",
         help="also subscribe to depth_color, sparse_depth and points (as rviz would), which the node builds lazily",
     )
+    ap.add_argument("--method", default="default", help="node parameter method (default: the weight-free default)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="node parameter checkpoint")
+    ap.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="node parameter device")
+    ap.add_argument("--fp16", action="store_true", help="node parameter fp16 (published models on CUDA)")
     args = ap.parse_args()
     configure_allocator()
+    tmp_dir = tempfile.TemporaryDirectory(prefix="bench_node_")
+    checkpoint, weights = args.checkpoint, ""
+    if args.method in PUBLISHED_METHODS and checkpoint is None:
+        checkpoint, weights = random_weights_checkpoint(args.method, Path(tmp_dir.name)), " (random weights)"
+    overrides: dict[str, object] = {"method": args.method}
+    if checkpoint is not None:
+        overrides["checkpoint"] = str(checkpoint)
+    if args.device is not None:
+        overrides["device"] = args.device
+    if args.fp16:
+        overrides["fp16"] = True
     env = ros_process_env()
     os.environ.update(env)
 
@@ -85,13 +105,13 @@ def main() -> int:
 
     # Baseline: the same work through the core API in one process (no DDS, no messages).
     values = load_params_file(package_share_path("config/kitti.yaml"), "depth_completion_node")
-    completer = DepthCompleter(depth_completion_config(values).completer)
+    completer = DepthCompleter(depth_completion_config({**values, **overrides}).completer)
     cloud_msg = xyz_to_pointcloud2(scan[:, :3], Header(frame_id="velo_link"), fields="xyzi", intensity=scan[:, 3])
 
     def core_pipeline() -> None:
         pts = pointcloud2_to_xyz(cloud_msg)
         sparse = project_points(pts, calib.T_camera_from_velo, calib.camera, min_depth=0.5, max_depth=90.0)
-        completer.complete(rgb, sparse)
+        completer.complete(rgb, sparse, calib.camera)
 
     core = time_call(core_pipeline, 20)
 
@@ -99,10 +119,13 @@ def main() -> int:
     cmd = [sys.executable, "-m", "depth_completion_ros.ros.depth_completion_node", "--ros-args"]
     cmd += ["--params-file", str(package_share_path("config/kitti.yaml")), "-p", f"extrinsic_matrix:=[{matrix}]"]
     cmd += ["-p", "publish_points:=false"]
+    for key, value in overrides.items():
+        cmd += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]
     log = Path(env["ROS_HOME"]) / "bench_node.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     node_proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    rows, results = [], {"source": source, "core_pipeline": core}
+    rows, results = [], {"source": source, "core_pipeline": core, "method": args.method + weights}
+    results["device"] = completer.device_name
     with rclpy.init():
         node = rclpy.create_node("bench_node_driver")
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -208,7 +231,8 @@ def main() -> int:
     node_proc.send_signal(2)
     node_proc.wait(15)
     print_table(
-        f"depth_completion_node end to end, {source} 1242x375, {len(scan)} points, default method, "
+        f"depth_completion_node end to end, {source} 1242x375, {len(scan)} points, method {args.method}{weights} "
+        f"on {completer.device_name}{' fp16' if args.fp16 else ''}, "
         f"{'all outputs subscribed' if args.all_outputs else 'depth + stats subscribed'} "
         f"(core API in-process baseline: {core['median_ms']:.1f} ms/frame = {1e3 / core['median_ms']:.1f} Hz)",
         [
@@ -228,7 +252,22 @@ def main() -> int:
     print(f"node RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end ({100 * (rss1 - rss0) / rss0:+.1f} %)")
     results["rss_mb"] = {"after_warmup": rss0, "end": rss1}
     write_json(args.json, results)
+    tmp_dir.cleanup()
     return 0
+
+
+def random_weights_checkpoint(method: str, folder: Path, seed: int = 0) -> Path:
+    """A checkpoint of published model `method` with seeded random weights (for timing only)."""
+    import torch
+
+    from depth_completion_ros.core.published import get_architecture
+    from depth_completion_ros.core.published.importer import save_published
+
+    arch = get_architecture(method)
+    torch.manual_seed(seed)
+    path = folder / f"{method}_random.safetensors"
+    save_published(path, arch, arch.build(arch.default_config), arch.default_config, extra={"source": "random"})
+    return path
 
 
 if __name__ == "__main__":
