@@ -313,3 +313,27 @@ def test_atomic_write_keeps_the_old_file(tmp_path, tiny_arch, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     with pytest.raises(CheckpointError, match="not JSON-serializable"):
         save_published(path, tiny_arch, model, cfg, extra={"v": object()})
+
+
+def test_storage_larger_than_the_file_is_refused_before_allocating(tmp_path):
+    """A legacy-format file whose storage claims 4 TB is refused by the size check, not by the allocator."""
+    import io
+
+    sentinel = object()
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if obj is sentinel:
+                return ("storage", torch.FloatStorage, "0", "cpu", 10**12, None)
+            return None
+
+    buf = io.BytesIO()
+    sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    for header in (0x1950A86A20F9469CFC6C, 1001, sys_info):
+        pickle.dump(header, buf, protocol=2)
+    _Pickler(buf, protocol=2).dump({"model": {"w": sentinel}})
+    pickle.dump(["0"], buf, protocol=2)
+    path = tmp_path / "huge.pth"
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="does not fit in the file"):
+        read_authors_checkpoint(path)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import _compat_pickle
 import argparse
 import collections
+import contextvars
 import json
+import math
 import os
 import pickle
 import tarfile
@@ -186,6 +188,30 @@ class RestrictedUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         return _placeholder(module, name)
 
+    @property
+    def persistent_load(self) -> Any:
+        return pickle.Unpickler.persistent_load.__get__(self)  # type: ignore[attr-defined]
+
+    @persistent_load.setter
+    def persistent_load(self, fn: Any) -> None:
+        """torch sets its storage loader here: wrap it so that no storage larger than the file is allocated."""
+        limit = _STORAGE_BYTES_LIMIT.get()
+
+        def checked(saved_id: Any) -> Any:
+            # torch's ids: ("storage", storage_type, key, location, numel[, view_metadata]) (zip and legacy)
+            if isinstance(saved_id, tuple) and len(saved_id) >= 5 and saved_id[0] in ("storage", b"storage"):
+                numel = saved_id[4]
+                itemsize = getattr(getattr(saved_id[1], "dtype", None), "itemsize", 16)
+                if not isinstance(numel, int) or numel < 0 or numel * itemsize > limit:
+                    raise pickle.UnpicklingError(f"a storage of {numel!r} elements does not fit in the file")
+            return fn(saved_id)
+
+        pickle.Unpickler.persistent_load.__set__(self, checked)  # type: ignore[attr-defined]
+
+
+_STORAGE_BYTES_LIMIT: contextvars.ContextVar[float] = contextvars.ContextVar("storage_bytes_limit", default=math.inf)
+"""Largest storage (bytes) the restricted unpickler lets torch allocate: the checkpoint's file size while reading."""
+
 
 def _restricted_load(file: Any, **kwargs: Any) -> Any:
     return RestrictedUnpickler(file, **kwargs).load()
@@ -230,10 +256,13 @@ def read_authors_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             raise CheckpointError(f"{p}: unreadable zip archive ({exc})") from exc
         if any(n.endswith(("constants.pkl", "/code/")) or "/code/" in n for n in names):
             raise CheckpointError(f"{p}: a TorchScript archive, not a checkpoint (refused: loading it runs code)")
+    token = _STORAGE_BYTES_LIMIT.set(p.stat().st_size)
     try:
         obj = torch.load(str(p), map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False, mmap=False)
     except Exception as exc:  # corrupt / foreign files raise many types: RuntimeError, UnpicklingError, EOFError ...
         raise CheckpointError(f"{p}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    finally:
+        _STORAGE_BYTES_LIMIT.reset(token)
     state: Any = obj
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
