@@ -147,7 +147,6 @@ for _name, _obj in (
     ("tuple", tuple),
     ("set", set),
     ("frozenset", frozenset),
-    ("bytearray", bytearray),
     ("complex", complex),
     ("slice", slice),
     ("object", object),
