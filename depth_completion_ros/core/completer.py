@@ -216,7 +216,9 @@ class DepthCompleter:
             rgb: (H, W, 3) uint8 RGB.
             sparse_depth: (H, W) float32 metres along the optical axis, 0 = missing (NaN/inf = missing).
             camera: the camera model of these H x W images (its `projection_matrix` gives K); needed by the
-                published models that use the intrinsics (`needs_camera`), ignored by the others.
+                published models that use the intrinsics (`needs_camera`: penet, enet), passed to the other
+                published models that can use it (cspn-nyu scales its input to its training focal length),
+                ignored by "default" and "cspn".
 
         Returns:
             depth (H, W) float32 metres (> 0), confidence (H, W) float32 in [0, 1].
@@ -229,7 +231,9 @@ class DepthCompleter:
         rgb_a, sparse = _validate(rgb, sparse_depth)
         if self.config.method == "default":
             return self._complete_default(rgb_a, sparse)
-        K = _intrinsics(camera, rgb_a.shape[1], rgb_a.shape[0], self.config.method) if self.needs_camera else None
+        K = None  # nets that may use K (cspn-nyu: input scale from the focal length) get it whenever it is known
+        if self._arch is not None and (camera is not None or self._arch.needs_intrinsics):
+            K = _intrinsics(camera, rgb_a.shape[1], rgb_a.shape[0], self.config.method)
 
         def run() -> tuple[np.ndarray, np.ndarray]:
             if self._arch is None:

@@ -134,3 +134,30 @@ def test_default_path_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split() == ["cpu", "[]"], out.stdout + out.stderr
+
+
+def test_optional_intrinsics_are_passed_when_known(tmp_path, tiny_arch, rng):
+    """A net that does not need K (like cspn-nyu) still gets the camera's K when one is given."""
+    import dataclasses
+
+    from depth_completion_ros.core.published.base import ARCHITECTURES, register
+
+    optional = register(dataclasses.replace(tiny_arch, name="tiny-optional", needs_intrinsics=False))
+    try:
+        torch.manual_seed(0)
+        model = optional.build(optional.default_config)
+        path = tmp_path / "opt.safetensors"
+        save_published(path, optional, model, optional.default_config)
+        c = DepthCompleter(CompleterConfig(method="tiny-optional", checkpoint=path, device="cpu"))
+        assert not c.needs_camera
+        rgb, sparse, camera = _inputs(rng)
+        depth, _ = c.complete(rgb, sparse, camera)
+        with torch.inference_mode():
+            K = torch.from_numpy(camera.projection_matrix[:, :3].astype(np.float32))[None]
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+            ref = model(x, torch.from_numpy(sparse)[None, None], K)["pred"][0, 0].numpy()
+        np.testing.assert_allclose(depth, ref, rtol=1e-6)
+        with pytest.raises(ValueError, match="tiny-test needs K"):  # the tiny net itself refuses K=None
+            c.complete(rgb, sparse)
+    finally:
+        ARCHITECTURES.pop("tiny-optional", None)
