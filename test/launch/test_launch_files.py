@@ -16,8 +16,17 @@ LAUNCH = REPO / "launch"
 CONFIG = REPO / "config"
 
 EXPECTED_ARGS = {
-    "kitti.launch.py": {"bag", "rate", "loop", "method", "checkpoint", "device", "rviz"},
-    "tof.launch.py": {"image", "camera_info", "depth", "depth_camera_info", "method", "checkpoint", "device"},
+    "kitti.launch.py": {"bag", "rate", "loop", "player", "namespace", "method", "checkpoint", "device", "rviz"},
+    "tof.launch.py": {
+        "image",
+        "camera_info",
+        "depth",
+        "depth_camera_info",
+        "method",
+        "checkpoint",
+        "device",
+        "namespace",
+    },
 }
 EXPECTED_CONFIG = {"kitti.launch.py": {"kitti.yaml", "kitti.rviz"}, "tof.launch.py": {"tof.yaml"}}
 KITTI_BAG_TOPICS = {"/kitti/camera/image_raw", "/kitti/camera/camera_info", "/kitti/velo/points"}

@@ -23,9 +23,22 @@ def _declared(name: str) -> set[str]:
 
 def test_kitti_plan_matches_launch_file() -> None:
     values = launch_file_defaults("kitti")
-    assert set(values) == _declared("kitti") == {"bag", "rate", "loop", "method", "checkpoint", "device", "rviz"}
+    assert set(values) == _declared("kitti") == {
+        "bag",
+        "rate",
+        "loop",
+        "player",
+        "namespace",
+        "method",
+        "checkpoint",
+        "device",
+        "rviz",
+    }
     assert values["rate"] == "1.0" and values["method"] == "default"
-    values.update(bag="/data/kitti_bag", loop="true", rviz="false", method="cspn", checkpoint="/m.safetensors")
+    assert values["rviz"] == "false" and values["player"] == "auto" and values["namespace"] == ""
+    values.update(
+        bag="/data/kitti_bag", loop="true", player="builtin", method="cspn", checkpoint="/m.safetensors", namespace=""
+    )
     procs = dict(plan("kitti", values))
     node = procs["depth_completion_node"]
     assert node[1:3] == ["-m", "depth_completion_ros.ros.depth_completion_node"]
