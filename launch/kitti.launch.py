@@ -5,8 +5,9 @@
 
 Starts a bag player when bag:= is given (topics /kitti/camera/image_raw, /kitti/camera/camera_info,
 /kitti/velo/points, /tf_static): `ros2 bag play` (player:=ros2bag), this package's `bag_player`
-(player:=builtin), or the first of them that is installed (player:=auto). When the player ends or dies, the
-launch says so and shuts down. depth_completion_node runs in `namespace` (its outputs `depth`, `camera_info`,
+(player:=builtin), or the first of them that is installed (player:=auto); it starts once the node is ready, so
+no frame is lost to start-up. When the player ends or dies, the launch says so and shuts down.
+depth_completion_node runs in `namespace` (its outputs `depth`, `camera_info`,
 ... are relative, image_pipeline style) with config/kitti.yaml (+ the method/checkpoint/device overrides),
 remapped to the KITTI topics. rviz2 with config/kitti.rviz when rviz:=true (RGB, sparse depth, dense depth,
 confidence and the dense cloud, remapped into the namespace); skipped with a warning where rviz2 is not installed.
@@ -32,8 +33,9 @@ from launch.actions import (
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
+    TimerAction,
 )
-from launch.event_handlers import OnProcessExit
+from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.events import Shutdown
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
@@ -71,7 +73,33 @@ def _player_and_rviz(context: LaunchContext) -> list:
             message = launch_support.player_exit_message(event.returncode, loop=loop)
             return [LogInfo(msg=message), EmitEvent(event=Shutdown(reason=message))]
 
-        actions += [player, RegisterEventHandler(OnProcessExit(target_action=player, on_exit=_on_exit))]
+        started: list[str] = []
+
+        def _start_player(why: str) -> list:  # once: when the node is ready (or after a fallback delay)
+            if started:
+                return []
+            started.append(why)
+            return [LogInfo(msg=f"starting the bag player ({why})"), player]
+
+        namespace = "/" + LaunchConfiguration("namespace").perform(context).strip("/")
+
+        def _is_our_node(action) -> bool:  # this launch's depth_completion_node (two launches may run side by side)
+            executable = getattr(action, "node_executable", None)
+            return executable == "depth_completion_node" and action.expanded_node_namespace == namespace
+
+        def _on_node_output(event):
+            return _start_player("depth_completion_node is ready") if b"ready:" in event.text else None
+
+        actions += [
+            RegisterEventHandler(OnProcessExit(target_action=player, on_exit=_on_exit)),
+            RegisterEventHandler(
+                OnProcessIO(target_action=_is_our_node, on_stdout=_on_node_output, on_stderr=_on_node_output)
+            ),
+            TimerAction(
+                period=launch_support.PLAYER_START_TIMEOUT_S,
+                actions=[OpaqueFunction(function=lambda _ctx: _start_player("no ready line from the node"))],
+            ),
+        ]
     if LaunchConfiguration("rviz").perform(context).lower() == "true":
         if launch_support.rviz2_available():
             rviz_file = os.path.join(get_package_share_directory(PACKAGE), "config", "kitti.rviz")

@@ -12,6 +12,7 @@ import shutil
 __all__ = [
     "NODE_OUTPUTS",
     "PLAYERS",
+    "PLAYER_START_TIMEOUT_S",
     "choose_player",
     "player_arguments",
     "player_exit_message",
@@ -22,6 +23,10 @@ __all__ = [
 
 PLAYERS = ("auto", "ros2bag", "builtin")
 """`player:=` values: `auto` = `ros2 bag play` when installed, else this package's `bag_player`."""
+
+PLAYER_START_TIMEOUT_S = 60.0
+"""The bag player starts when depth_completion_node logs "ready" (no frame lost to start-up), at the latest after
+this many seconds (a node started with a log level above info prints no ready line)."""
 
 NODE_OUTPUTS = ("depth", "confidence", "camera_info", "sparse_depth", "depth_color", "points", "stats")
 """depth_completion_node's output topics, relative to its namespace (image_pipeline convention)."""

@@ -17,7 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import TextIO
 
 from depth_completion_ros.ros import launch_support
 from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
@@ -25,6 +27,15 @@ from depth_completion_ros.ros.process_env import package_share_path, ros_process
 __all__ = ["add_arguments", "launch_file_defaults", "plan", "run"]
 
 CONFIG = {"kitti": "config/kitti.yaml", "tof": "config/tof.yaml"}
+
+
+def _pass_through(stream: TextIO, ready: threading.Event) -> None:
+    """Copy the node's output to ours; set `ready` at its "ready:" line."""
+    for line in stream:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if "ready:" in line:
+            ready.set()
 
 
 def _module_tree(name: str) -> ast.Module:
@@ -122,7 +133,14 @@ def run(args: argparse.Namespace) -> int:
     env = ros_process_env(int(os.environ.get("ROS_DOMAIN_ID", "0")))
     profile = env["FASTDDS_DEFAULT_PROFILES_FILE"]
     print(f"[launch] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} FASTDDS_DEFAULT_PROFILES_FILE={profile}")
-    running = [(label, subprocess.Popen(argv, env=env)) for label, argv in procs]
+    # The node first; the bag player once the node logs "ready" (at the latest after PLAYER_START_TIMEOUT_S), as
+    # the launch file does; the node's output is passed through to watch for that line.
+    node = subprocess.Popen(procs[0][1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = threading.Event()
+    threading.Thread(target=_pass_through, args=(node.stdout, ready), daemon=True).start()
+    running = [("depth_completion_node", node)]
+    waiting = [(label, argv) for label, argv in procs[1:] if label == "bag_play"]
+    running += [(label, subprocess.Popen(argv, env=env)) for label, argv in procs[1:] if label != "bag_play"]
     stop = {"flag": False}
 
     def _stop(*_: object) -> None:
@@ -130,12 +148,17 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    node = running[0][1]
-    player = dict(running).get("bag_play")
+    player = None
+    t_start = time.monotonic()
     while not stop["flag"] and node.poll() is None:
+        if waiting and (ready.is_set() or time.monotonic() - t_start > launch_support.PLAYER_START_TIMEOUT_S):
+            why = "depth_completion_node is ready" if ready.is_set() else "no ready line from the node"
+            print(f"[launch] starting the bag player ({why})", flush=True)
+            player = subprocess.Popen(waiting.pop()[1], env=env)
+            running.append(("bag_play", player))
         if player is not None and player.poll() is not None:  # as the launch file's OnProcessExit -> Shutdown
             loop = values.get("loop", "false").lower() == "true"
-            print(f"[launch] {launch_support.player_exit_message(player.returncode, loop=loop)}")
+            print(f"[launch] {launch_support.player_exit_message(player.returncode, loop=loop)}", flush=True)
             break
         time.sleep(0.1)
     for _, proc in reversed(running):

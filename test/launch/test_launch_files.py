@@ -135,7 +135,7 @@ def test_generate_launch_description(name, tmp_path, monkeypatch):
 
 def _check_kitti_launch_time_choices(module, ld, context, monkeypatch) -> None:
     """Player choice, exit handler and rviz2 (skipped where absent), as the OpaqueFunction decides them."""
-    from launch.actions import OpaqueFunction, RegisterEventHandler
+    from launch.actions import OpaqueFunction, RegisterEventHandler, TimerAction
     from launch_ros.actions import Node
 
     import launch
@@ -147,11 +147,11 @@ def _check_kitti_launch_time_choices(module, ld, context, monkeypatch) -> None:
     assert module._player_and_rviz(context) == []  # live input, no rviz: nothing more to start
 
     def players(actions):
-        return [
-            a
-            for a in actions
-            if isinstance(a, launch.actions.ExecuteProcess) and not isinstance(a, RegisterEventHandler)
-        ]
+        # the player starts on the node's "ready" line (OnProcessIO) or, failing that, from a fallback timer
+        (timer,) = [a for a in actions if isinstance(a, TimerAction)]
+        started = timer.actions[0].execute(context)
+        assert timer.actions[0].execute(context) == []  # once only
+        return [a for a in started if isinstance(a, launch.actions.ExecuteProcess)]
 
     configs["bag"] = "/tmp/bag"
     monkeypatch.setattr(launch_support, "rviz2_available", lambda: False)
@@ -169,7 +169,7 @@ def _check_kitti_launch_time_choices(module, ld, context, monkeypatch) -> None:
             assert isinstance(player, Node) and player.node_executable == "bag_player"
         else:
             assert not isinstance(player, Node)
-        assert sum(isinstance(a, RegisterEventHandler) for a in actions) == 1  # player exit -> shutdown
+        assert sum(isinstance(a, RegisterEventHandler) for a in actions) == 2  # node ready -> player -> shutdown
     monkeypatch.setattr(launch_support, "ros2bag_available", lambda: False)
     with pytest.raises(ValueError, match="ros2 bag"):
         module._player_and_rviz(context)  # player:=ros2bag where it is not installed

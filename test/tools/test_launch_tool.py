@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from depth_completion_ros.cli import main
 from depth_completion_ros.tools.launch import launch_file_defaults, plan
@@ -66,3 +70,17 @@ def test_tof_plan_uses_topic_arguments() -> None:
 def test_unknown_argument_is_exit_2(capsys) -> None:
     assert main(["launch", "kitti", "nope:=1", "--print"]) == 2
     assert "unknown argument" in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_pip_only_launch_ends_when_the_player_dies(tmp_path) -> None:
+    """As kitti.launch.py: the built-in player starts once the node is ready; when it dies, everything stops."""
+    from depth_completion_ros.ros.process_env import random_domain_id, ros_process_env
+
+    env = ros_process_env(random_domain_id(), ros_home=str(tmp_path / "ros_home"))
+    cmd = [sys.executable, "-m", "depth_completion_ros.cli", "launch", "kitti", f"bag:={tmp_path}/x", "device:=cpu"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    ready, started = out.index("ready: input_type=pointcloud"), out.index("[launch] starting the bag player")
+    assert ready < started < out.index("[launch] bag player exited with code 2")
