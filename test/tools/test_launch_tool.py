@@ -27,17 +27,21 @@ def _declared(name: str) -> set[str]:
 
 def test_kitti_plan_matches_launch_file() -> None:
     values = launch_file_defaults("kitti")
-    assert set(values) == _declared("kitti") == {
-        "bag",
-        "rate",
-        "loop",
-        "player",
-        "namespace",
-        "method",
-        "checkpoint",
-        "device",
-        "rviz",
-    }
+    assert (
+        set(values)
+        == _declared("kitti")
+        == {
+            "bag",
+            "rate",
+            "loop",
+            "player",
+            "namespace",
+            "method",
+            "checkpoint",
+            "device",
+            "rviz",
+        }
+    )
     assert values["rate"] == "1.0" and values["method"] == "default"
     assert values["rviz"] == "false" and values["player"] == "auto" and values["namespace"] == ""
     values.update(
