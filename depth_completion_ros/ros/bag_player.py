@@ -140,6 +140,16 @@ class BagPlayer:
         """CDR bytes to publish: stored as-is for ROS 2 bags; ROS 1 bags converted to the ROS 2 type (no Header.seq)."""
         return raw if self._reader.is2 else bytes(self._ros2_types.ros1_to_cdr(raw, conn.msgtype))
 
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until every replayed topic (but latched ones) has a subscriber; True if so."""
+        deadline = self._clock() + timeout_s
+        waiting = [pub for topic, pub in self._publishers.items() if topic != "/tf_static"]
+        while any(pub.get_subscription_count() == 0 for pub in waiting):
+            if self._clock() >= deadline or self._stop.is_set():
+                return False
+            self._sleep(0.05)
+        return True
+
     def stop(self) -> None:
         """Stop playing (from any thread)."""
         self._stop.set()
@@ -194,6 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start")
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (discovery)")
+    parser.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds until every replayed topic has a subscriber (no first frames lost)",
+    )
     parser.add_argument("--clock", type=float, nargs="?", const=100.0, default=0.0, help="publish /clock at HZ")
 
 
@@ -225,6 +242,11 @@ def run(args: argparse.Namespace, ros_args: Sequence[str] | None = None) -> int:
             signal.signal(sig, lambda *_: player.stop())
         if args.loop:
             node.get_logger().info(f"looping; frame period {player.loop_period_s * 1000:.1f} ms between passes")
+        if args.wait_subscribers > 0:
+            if player.wait_for_subscribers(args.wait_subscribers):
+                time.sleep(0.3)  # let the subscribers' side of the match settle too
+            else:
+                node.get_logger().warning(f"not every topic has a subscriber after {args.wait_subscribers} s: playing")
         if args.delay > 0:
             time.sleep(args.delay)
         t0 = time.monotonic()

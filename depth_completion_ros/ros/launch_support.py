@@ -13,6 +13,7 @@ __all__ = [
     "NODE_OUTPUTS",
     "PLAYERS",
     "PLAYER_START_TIMEOUT_S",
+    "SUBSCRIBER_WAIT_S",
     "choose_player",
     "player_arguments",
     "player_exit_message",
@@ -27,6 +28,9 @@ PLAYERS = ("auto", "ros2bag", "builtin")
 PLAYER_START_TIMEOUT_S = 60.0
 """The bag player starts when depth_completion_node logs "ready" (no frame lost to start-up), at the latest after
 this many seconds (a node started with a log level above info prints no ready line)."""
+
+SUBSCRIBER_WAIT_S = 10.0
+"""The built-in player waits up to this long for a subscriber on every replayed topic before playing."""
 
 NODE_OUTPUTS = ("depth", "confidence", "camera_info", "sparse_depth", "depth_color", "points", "stats")
 """depth_completion_node's output topics, relative to its namespace (image_pipeline convention)."""
@@ -69,9 +73,12 @@ def choose_player(choice: str, *, have_ros2bag: bool | None = None) -> str:
 
 
 def player_arguments(kind: str, bag: str, rate: str, loop: bool) -> list[str]:
-    """Command line of the player: `ros2 bag play ...` (kind "ros2bag") or the `bag_player` arguments."""
+    """Command line of the player: `ros2 bag play ...` (kind "ros2bag") or the `bag_player` arguments (which
+    wait up to `SUBSCRIBER_WAIT_S` for the node's subscriptions, so the first frames are not lost to discovery)."""
     args = [bag, "--rate", str(rate)] + (["--loop"] if loop else [])
-    return ["ros2", "bag", "play", *args] if kind == "ros2bag" else args
+    if kind == "ros2bag":
+        return ["ros2", "bag", "play", *args]
+    return [*args, "--wait-subscribers", str(SUBSCRIBER_WAIT_S)]
 
 
 def player_exit_message(returncode: int | None, *, loop: bool) -> str:

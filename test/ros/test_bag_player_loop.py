@@ -102,3 +102,35 @@ def test_kitti_to_bag_stores_its_rate(tmp_path: Path) -> None:
     player, times = _play(bag, limit=8, topics=["/kitti/camera/image_raw", "/kitti/velo/points"])
     assert player.loop_period_s == pytest.approx(0.2)
     assert times == pytest.approx([0.0, 0.0, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6])
+
+
+def test_wait_for_subscribers_on_every_topic_but_tf_static(tmp_path: Path) -> None:
+    scene = generate_scene(seed=1, width=64, height=24, lidar_beams=8)
+    bag = tmp_path / "bag"
+    write_bag(
+        bag,
+        KittiCalibration(scene.camera, scene.T_camera_from_lidar),
+        iter([KittiFrame(scene.rgb, scene.points_lidar, T0)]),
+    )
+    clock = [0.0]
+    counts: dict[str, int] = {}
+
+    class Node(FakeNode):
+        def create_publisher(self, _cls, topic, _qos):
+            class Pub:
+                def get_subscription_count(self) -> int:
+                    return counts.get(topic, 0)
+
+            return Pub()
+
+    def sleep(dt: float) -> None:
+        clock[0] += dt
+        counts["/kitti/camera/image_raw"] = 1  # subscribers appear one by one while the player waits
+        if clock[0] > 1.0:
+            counts["/kitti/camera/camera_info"] = counts["/kitti/velo/points"] = 1
+
+    player = BagPlayer(Node(clock, 0), bag, clock=lambda: clock[0], sleep=sleep)
+    assert not player.wait_for_subscribers(0.5)
+    assert player.wait_for_subscribers(5.0)  # /tf_static (latched) needs none
+    assert 1.0 < clock[0] < 1.2
+    player.close()

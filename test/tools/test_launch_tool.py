@@ -58,7 +58,7 @@ def test_kitti_plan_matches_launch_file() -> None:
         "rgb/camera_info:=/kitti/camera/camera_info",
         "lidar/points:=/kitti/velo/points",
     }
-    assert procs["bag_play"][-4:] == ["/data/kitti_bag", "--rate", "1.0", "--loop"]
+    assert procs["bag_play"][-6:] == ["/data/kitti_bag", "--rate", "1.0", "--loop", "--wait-subscribers", "10.0"]
     assert "rviz2" not in procs
 
 
