@@ -68,6 +68,10 @@ def test_tof_plan_uses_topic_arguments() -> None:
     values["depth"] = "/my/depth"
     node = dict(plan("tof", values))["depth_completion_node"]
     assert "sensor_depth/image:=/my/depth" in node
+    assert not any(a.startswith("__ns:=") for a in node)
+    values["namespace"] = "cam_left"
+    node = dict(plan("tof", values))["depth_completion_node"]
+    assert node[node.index("__ns:=/cam_left") - 1] == "-r"
     assert node[node.index("--params-file") + 1].endswith("config/tof.yaml")
 
 
