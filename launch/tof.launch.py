@@ -3,7 +3,12 @@
     ros2 launch depth_completion_ros tof.launch.py \
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
         depth:=/camera/aligned_depth_to_color/image_raw \
-        depth_camera_info:=/camera/aligned_depth_to_color/camera_info method:=default device:=auto
+        depth_camera_info:=/camera/aligned_depth_to_color/camera_info method:=default device:=auto namespace:=''
+
+The node runs in `namespace` (outputs `depth`, `confidence`, `camera_info`, ... relative to it, image_pipeline
+style), so one instance per camera runs side by side, e.g. for two RealSense cameras:
+    ros2 launch depth_completion_ros tof.launch.py namespace:=cam_left image:=/cam_left/color/image_raw ...
+    ros2 launch depth_completion_ros tof.launch.py namespace:=cam_right image:=/cam_right/color/image_raw ...
 
 Topic names of common drivers:
   - RealSense (realsense2_camera), depth aligned to colour (the defaults here):
@@ -64,11 +69,15 @@ def generate_launch_description() -> LaunchDescription:
             description="safetensors checkpoint (cspn: from train; penet / enet / cspn-nyu: from import-weights)",
         ),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
+        DeclareLaunchArgument(
+            "namespace", default_value="", description="Namespace of the node and its outputs ('' = root)"
+        ),
     ]
     node = Node(
         package=PACKAGE,
         executable="depth_completion_node",
         name="depth_completion_node",
+        namespace=LaunchConfiguration("namespace"),
         output="screen",
         parameters=[
             params_file,

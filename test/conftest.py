@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("DEPTH_COMPLETION_DATA") or REPO_ROOT.parent / "shared" / "data")
+"""The data folder: $DEPTH_COMPLETION_DATA (as the tools read it), else ../shared/data beside the checkout."""
 
 
 def shared_path(*parts: str) -> Path:

@@ -2,7 +2,9 @@
 
 For the pip-only setup, where `ros2 bag play` (rosbag2) is not installable; semantics follow it: a rate factor,
 `--delay` before starting (lets discovery finish), `--loop` (replays the same recorded stamps again, no
-re-stamping, as `ros2 bag play --loop`), `--start-offset`
+re-stamping, as `ros2 bag play --loop`, and keeps the bag's own period: the next pass starts one frame period
+after the last message, so a bag whose messages share one stamp loops at its frame rate instead of spinning),
+`--start-offset`
 seconds into the bag, topic selection, and optional `/clock` (rosgraph_msgs/Clock) at `--clock HZ`. ROS 2 bags
 are published as their stored CDR bytes (no deserialization); ROS 1 messages are converted to CDR by rosbags.
 `/tf_static` and other topics recorded as transient-local are republished transient-local.
@@ -18,11 +20,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BagPlayer", "add_arguments", "main", "message_class"]
+__all__ = ["DEFAULT_LOOP_RATE_HZ", "BagPlayer", "add_arguments", "frame_period_s", "main", "message_class"]
+
+DEFAULT_LOOP_RATE_HZ = 10.0
+"""Frame rate of a looped bag that has no stored rate and no duration to derive one from (one frame)."""
+RATE_KEY = "depth_completion_ros.rate_hz"
+"""Bag metadata custom_data key of the frame rate written by `depth-completion kitti-to-bag --rate-hz`."""
 
 
 def message_class(msgtype: str) -> Any:
@@ -32,8 +39,29 @@ def message_class(msgtype: str) -> Any:
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
+def frame_period_s(reader: Any, connections: Sequence[Any], default_rate_hz: float = DEFAULT_LOOP_RATE_HZ) -> float:
+    """The bag's frame period in seconds: its stored rate (`RATE_KEY` in the rosbag2 custom_data), else the
+    mean message interval of its busiest topic over the bag's duration, else `1 / default_rate_hz`."""
+    for sub in getattr(reader, "readers", [reader]):
+        custom = getattr(getattr(getattr(sub, "storage", None), "metadata", None), "custom", None) or {}
+        try:
+            rate = float(custom.get(RATE_KEY, "nan"))
+        except (TypeError, ValueError):
+            continue
+        if rate > 0:  # NaN compares False
+            return 1.0 / rate
+    busiest = max((int(getattr(c, "msgcount", 0)) for c in connections), default=0)
+    span_ns = int(reader.end_time) - int(reader.start_time) - 1  # rosbags: end_time = last stamp + 1 ns
+    if busiest > 1 and span_ns > 0:
+        return span_ns / 1e9 / (busiest - 1)
+    return 1.0 / default_rate_hz
+
+
 class BagPlayer:
-    """Publishes a bag's messages with their recorded timing; `play()` blocks until done or `stop()`."""
+    """Publishes a bag's messages with their recorded timing; `play()` blocks until done or `stop()`.
+
+    `clock` (seconds, monotonic) and `sleep` can be replaced (tests); `sleep` returns early on `stop()`.
+    """
 
     def __init__(
         self,
@@ -45,6 +73,8 @@ class BagPlayer:
         start_offset: float = 0.0,
         topics: Sequence[str] | None = None,
         clock_hz: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] | None = None,
     ) -> None:
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -57,6 +87,8 @@ class BagPlayer:
         self.start_offset_ns = int(start_offset * 1e9)
         self.clock_hz = float(clock_hz)
         self._stop = threading.Event()
+        self._clock = clock
+        self._sleep = self._stop.wait if sleep is None else sleep
         self._ros2_types = get_typestore(Stores.ROS2_KILTED)
         self._reader = AnyReader([Path(bag)], default_typestore=self._ros2_types)
         self._reader.open()
@@ -78,6 +110,8 @@ class BagPlayer:
         if skipped:
             node.get_logger().warning(f"message types not installed, not replayed: {', '.join(skipped)}")
         self._connections = [c for c in self._connections if c.topic in self._publishers]
+        self.loop_period_s = frame_period_s(self._reader, self._connections)
+        """Gap between the last message of a pass and the first of the next (bag time, seconds)."""
         self._clock_pub = None
         if self.clock_hz > 0:
             from rosgraph_msgs.msg import Clock
@@ -106,6 +140,16 @@ class BagPlayer:
         """CDR bytes to publish: stored as-is for ROS 2 bags; ROS 1 bags converted to the ROS 2 type (no Header.seq)."""
         return raw if self._reader.is2 else bytes(self._ros2_types.ros1_to_cdr(raw, conn.msgtype))
 
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until every replayed topic (but latched ones) has a subscriber; True if so."""
+        deadline = self._clock() + timeout_s
+        waiting = [pub for topic, pub in self._publishers.items() if topic != "/tf_static"]
+        while any(pub.get_subscription_count() == 0 for pub in waiting):
+            if self._clock() >= deadline or self._stop.is_set():
+                return False
+            self._sleep(0.05)
+        return True
+
     def stop(self) -> None:
         """Stop playing (from any thread)."""
         self._stop.set()
@@ -113,26 +157,31 @@ class BagPlayer:
     def play(self) -> int:
         """Replay (looping if asked); returns the number of messages published."""
         start_ns = self._reader.start_time + self.start_offset_ns
+        wall0 = self._clock()
         while not self._stop.is_set():
-            wall0 = time.monotonic()
             next_clock = 0.0
+            last_ns = start_ns
             for conn, t_ns, raw in self._reader.messages(connections=self._connections, start=start_ns):
                 due = wall0 + (t_ns - start_ns) / 1e9 / self.rate
+                last_ns = t_ns
                 while not self._stop.is_set():
-                    now = time.monotonic()
+                    now = self._clock()
                     if self._clock_pub is not None and now >= next_clock:
                         self._publish_clock(start_ns + int((now - wall0) * self.rate * 1e9))
                         next_clock = now + 1.0 / self.clock_hz
                     wait = due - now
                     if wait <= 0:
                         break
-                    time.sleep(min(wait, 0.01 if self._clock_pub is not None else wait))
+                    self._sleep(min(wait, 0.01 if self._clock_pub is not None else wait))
                 if self._stop.is_set():
                     break
                 self._publishers[conn.topic].publish(self._payload(conn, raw))
                 self.published += 1
             if not self.loop:
                 break
+            # the next pass starts one frame period after this pass's last message (bag time / rate)
+            # (never in the past: a player that fell behind does not burst to catch up)
+            wall0 = max(wall0 + ((last_ns - start_ns) / 1e9 + self.loop_period_s) / self.rate, self._clock())
         return self.published
 
     def _publish_clock(self, t_ns: int) -> None:
@@ -155,6 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start")
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (discovery)")
+    parser.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds until every replayed topic has a subscriber (no first frames lost)",
+    )
     parser.add_argument("--clock", type=float, nargs="?", const=100.0, default=0.0, help="publish /clock at HZ")
 
 
@@ -184,6 +240,13 @@ def run(args: argparse.Namespace, ros_args: Sequence[str] | None = None) -> int:
         # Publishing needs no executor: the node has no callbacks.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: player.stop())
+        if args.loop:
+            node.get_logger().info(f"looping; frame period {player.loop_period_s * 1000:.1f} ms between passes")
+        if args.wait_subscribers > 0:
+            if player.wait_for_subscribers(args.wait_subscribers):
+                time.sleep(0.3)  # let the subscribers' side of the match settle too
+            else:
+                node.get_logger().warning(f"not every topic has a subscriber after {args.wait_subscribers} s: playing")
         if args.delay > 0:
             time.sleep(args.delay)
         t0 = time.monotonic()

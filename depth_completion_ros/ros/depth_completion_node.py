@@ -170,6 +170,7 @@ class DepthCompletionNode(Node):
         self.extrinsics = ExtrinsicsProvider(cfg.extrinsics, self)
         self.completer = DepthCompleter(cfg.completer)
         self._completer_config = cfg.completer
+        warm_up_ms = self._warm_up()
         self.throttle = Throttle(2.0)
         self._silence_throttle = Throttle(max(cfg.input_timeout_s, 2.0))
 
@@ -215,10 +216,24 @@ class DepthCompletionNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: input_type={cfg.input_type}, method={cfg.completer.method}, "
-            f"model={self.completer.model_name}, device={self.completer.device_name}, "
+            f"model={self.completer.model_name}, device={self.completer.device_name}, warm-up {warm_up_ms:.0f} ms, "
             f"extrinsics from {self.extrinsics.source}, sync queue_size={cfg.sync.queue_size} "
             f"slop={cfg.sync.slop} s, inputs: {', '.join(self.resolve_topic_name(t) for _, t in specs)}"
         )
+
+    def _warm_up(self) -> float:
+        """One small completion before "ready" (JIT compilation, thread pools, first allocations), so the first
+        frame costs what the next ones do; returns its duration in ms. A failure is logged, not fatal."""
+        t0 = time.monotonic()
+        rgb = np.zeros((64, 96, 3), np.uint8)
+        rgb[:, 48:] = 200
+        sparse = np.zeros((64, 96), np.float32)
+        sparse[::8, ::8] = 5.0
+        try:
+            self.completer.complete(rgb, sparse)
+        except Exception as exc:  # never keep the node from starting
+            self.get_logger().warning(f"warm-up failed ({exc!r}); the first frame will be slower")
+        return (time.monotonic() - t0) * 1000.0
 
     # ----------------------------------------------------------------- executor side (never blocks)
 
@@ -304,6 +319,10 @@ class DepthCompletionNode(Node):
             self.completer = DepthCompleter(replace(base, max_depth=cfg.completer.max_depth))
             self._completer_config = cfg.completer
         t_start = time.monotonic()
+
+        def tf_wait() -> float:  # hold the frame for its transform up to tf_timeout after it arrived
+            return cfg.extrinsics.tf_timeout_s - (time.monotonic() - t_sync)
+
         image, info = msgs[0], msgs[1]
         rgb = conv.image_to_array(image, "rgb8")
         camera = conv.camera_info_to_model(info, rectified=cfg.rectified)
@@ -320,7 +339,7 @@ class DepthCompletionNode(Node):
             if n_input == 0:
                 raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")
             t_decoded = time.monotonic()
-            T = self.extrinsics.lookup(camera_frame, cloud.header.frame_id, cloud.header.stamp)
+            T = self.extrinsics.lookup(camera_frame, cloud.header.frame_id, cloud.header.stamp, wait_s=tf_wait())
             sparse = project_points(points, T, camera, min_depth=cfg.min_depth, max_depth=cfg.completer.max_depth)
             if not sparse.any():
                 raise DataError(
@@ -346,7 +365,7 @@ class DepthCompletionNode(Node):
                     (depth_src >= cfg.min_depth) & (depth_src <= cfg.completer.max_depth), depth_src, 0.0
                 ).astype(np.float32)
             else:
-                T = self.extrinsics.lookup(camera_frame, depth_frame, depth_msg.header.stamp)
+                T = self.extrinsics.lookup(camera_frame, depth_frame, depth_msg.header.stamp, wait_s=tf_wait())
                 sparse = register_depth(depth_src, depth_cam, camera, T)
                 sparse = np.where((sparse >= cfg.min_depth) & (sparse <= cfg.completer.max_depth), sparse, 0.0).astype(
                     np.float32

@@ -8,6 +8,8 @@ a KITTI raw calibration directory, then tf — `tf2_ros.Buffer` + `TransformList
 edges through the common ancestor; static edges hold at every time; dynamic edges are interpolated (linear
 translation, slerp rotation) between the two stamps around `t`, and `t` = None/0 means "latest" (the latest
 common time of the dynamic edges on the path, as tf2's time 0); extrapolation beyond the stored stamps fails.
+A lookup may wait up to `timeout_s` for the transform to arrive, as a tf2 message filter holds a message:
+the first frames of a bag or a driver then do not race `/tf_static`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,6 +111,8 @@ class TransformBuffer:
         self._static: dict[str, np.ndarray] = {}  # child -> T_parent_from_child
         self._dynamic: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0  # bumped by every stored transform (waiting lookups retry on change)
 
     def set_transform(
         self, parent: str, child: str, stamp_ns: int, T_parent_from_child: np.ndarray, *, static: bool
@@ -118,6 +123,8 @@ class TransformBuffer:
             raise CalibrationError(f"invalid transform frames: parent {parent!r}, child {child!r}")
         T = np.asarray(T_parent_from_child, dtype=np.float64)
         with self._lock:
+            self._version += 1
+            self._changed.notify_all()
             self._parent[child] = parent
             if static:
                 self._static[child] = T
@@ -160,13 +167,29 @@ class TransformBuffer:
                 raise CalibrationError(f"transform loop at frame {frame!r}")
         return chain
 
-    def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
-        """`T_target_from_source` (4×4 float64) at `stamp_ns` (None or 0: latest).
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None, *, timeout_s: float = 0.0) -> np.ndarray:
+        """`T_target_from_source` (4×4 float64) at `stamp_ns` (None or 0: latest), waiting up to `timeout_s`
+        seconds for transforms that are not there yet.
 
         Raises:
             CalibrationError: unknown frames, frames not connected, or `stamp_ns` outside the stored interval
-            of a dynamic edge on the path.
+            of a dynamic edge on the path (after `timeout_s`).
         """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                seen = self._version
+            try:
+                return self._lookup_now(target, source, stamp_ns)
+            except CalibrationError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                with self._changed:
+                    if self._version == seen:
+                        self._changed.wait(remaining)
+
+    def _lookup_now(self, target: str, source: str, stamp_ns: int | None) -> np.ndarray:
         target, source = _strip(target), _strip(source)
         if target == source:
             return np.eye(4)
@@ -296,11 +319,12 @@ class ExtrinsicsProvider:
         """The built-in transform buffer (None unless tf is used without tf2_ros)."""
         return self._buffer
 
-    def lookup(self, camera_frame: str, source_frame: str, stamp: Any = None) -> np.ndarray:
-        """`T_camera_from_source` (4×4 float64) at `stamp` (a builtin_interfaces Time or None = latest).
+    def lookup(self, camera_frame: str, source_frame: str, stamp: Any = None, *, wait_s: float = 0.0) -> np.ndarray:
+        """`T_camera_from_source` (4×4 float64) at `stamp` (a builtin_interfaces Time or None = latest); tf
+        lookups wait up to `wait_s` seconds for the transform (the node's `tf_timeout` minus the frame's age).
 
         Raises:
-            CalibrationError: the transform is not (yet) available; the caller skips the frame.
+            CalibrationError: the transform is not available (after `wait_s`); the caller skips the frame.
         """
         if self._fixed is not None:
             return self._fixed
@@ -313,10 +337,12 @@ class ExtrinsicsProvider:
 
             try:
                 ts = self._tf2_buffer.lookup_transform(
-                    camera_frame, source_frame, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=0.0)
+                    camera_frame, source_frame, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=max(wait_s, 0.0))
                 )
             except Exception as exc:  # tf2 LookupException / ExtrapolationException / ConnectivityException
-                raise CalibrationError(f"no transform from {source_frame!r} to {camera_frame!r}: {exc}") from exc
+                raise CalibrationError(
+                    f"no transform from {source_frame!r} to {camera_frame!r}{_waited(wait_s)}: {exc}"
+                ) from exc
             return transform_msg_to_matrix(ts.transform)
         if self._buffer is None:
             raise CalibrationError("no extrinsics source")
@@ -329,4 +355,11 @@ class ExtrinsicsProvider:
             raise CalibrationError(
                 f"empty frame_id (camera {camera_frame!r}, source {source_frame!r}): cannot look up tf"
             )
-        return self._buffer.lookup(camera_frame, source_frame, stamp_ns)
+        try:
+            return self._buffer.lookup(camera_frame, source_frame, stamp_ns, timeout_s=max(wait_s, 0.0))
+        except CalibrationError as exc:
+            raise CalibrationError(f"{exc}{_waited(wait_s)}") from None
+
+
+def _waited(wait_s: float) -> str:
+    return f" (after waiting {wait_s:.2f} s: tf_timeout)" if wait_s > 0 else ""

@@ -268,6 +268,14 @@ DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(name="publish_color", default=True, kind="bool", dynamic=True, description="Publish depth_color"),
     ParamSpec(name="publish_sparse", default=True, kind="bool", dynamic=True, description="Publish sparse_depth"),
     ParamSpec(
+        name="tf_timeout",
+        default=1.0,
+        kind="float",
+        low=0.0,
+        high=60.0,
+        description="tf extrinsics: hold a frame up to this long for its transform (as a tf message filter), s",
+    ),
+    ParamSpec(
         name="input_timeout_s",
         default=5.0,
         kind="float",
@@ -302,9 +310,9 @@ def _fail(name: str, why: str) -> ValueError:
 def _checked(spec: ParamSpec, value: Any) -> Any:
     """`value` converted to the spec's kind and range-checked; raises ValueError naming the parameter."""
     name = spec.name
+    if spec.kind == "float_array" and _means_unset(value):
+        return None
     if value is None:
-        if spec.kind == "float_array":
-            return None
         value = spec.default
     if spec.kind == "bool":
         if not isinstance(value, bool):
@@ -336,6 +344,11 @@ def _checked(spec: ParamSpec, value: Any) -> Any:
     if spec.high is not None and value > spec.high:
         raise _fail(name, f"{value} is above the maximum {spec.high}")
     return value
+
+
+def _means_unset(value: Any) -> bool:
+    """An unset array parameter: None, or what `ros2 param dump` writes for one (`null`, read back as a string)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "~", "none"))
 
 
 def _values(specs: Iterable[ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -386,6 +399,7 @@ def _extrinsics(v: Mapping[str, Any]) -> ExtrinsicsConfig:
         kitti_calib_dir=calib,
         kitti_camera_index=v["kitti_camera_index"],
         use_tf=v["use_tf"],
+        tf_timeout_s=v.get("tf_timeout", 0.0),
     )
 
 
@@ -487,12 +501,12 @@ def pointcloud_to_depth_config(values: Mapping[str, Any]) -> PointcloudToDepthNo
 
 
 def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
-    """The `ros__parameters` of `node_name` (or `/**`) from a ROS 2 params YAML file, flattened with dots."""
+    """The `ros__parameters` of `node_name` (or `/**`, `/**/node_name`) from a ROS 2 params YAML file, flattened."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text()) or {}
     out: dict[str, Any] = {}
-    for key in ("/**", node_name, f"/{node_name}"):
+    for key in ("/**", f"/**/{node_name}", node_name, f"/{node_name}"):
         section = data.get(key)
         if isinstance(section, dict):
             out.update(_flatten(section.get("ros__parameters", {})))
@@ -533,9 +547,12 @@ def declare_parameters(node: Any, specs: Iterable[ParamSpec]) -> None:
         elif spec.kind == "int" and spec.low is not None and spec.high is not None:
             descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
         if spec.kind == "float_array":
-            # unset by default; ints or floats accepted from YAML (converted and checked by the config function)
+            # unset by default; ints or floats accepted from YAML (converted and checked by the config function).
+            # A dumped unset value (`null`, which rcl reads as a string) keeps the parameter unset: dumps round-trip.
             descriptor.dynamic_typing = True
-            node.declare_parameter(spec.name, None, descriptor)
+            override = getattr(node, "_parameter_overrides", {}).get(spec.name)
+            keep_unset = override is not None and _means_unset(override.value)
+            node.declare_parameter(spec.name, None, descriptor, ignore_override=keep_unset)
         else:
             node.declare_parameter(spec.name, spec.default, descriptor)
 

@@ -1,9 +1,11 @@
 """`pointcloud_to_depth_node`: LiDAR PointCloud2 + camera CameraInfo → sparse depth image in that camera.
 
 Subscribes (relative, remappable, sensor-data QoS by default): `lidar/points` (PointCloud2),
-`rgb/camera_info` (the target camera's CameraInfo).  Publishes (reliable): `sparse_depth` (32FC1 metres,
-NaN = no return, header: the camera's frame_id and the cloud's stamp) and `camera_info` (the CameraInfo with that
-header).  Same projection (core.projection.project_points) and extrinsics (parameters, KITTI dir, tf) as
+`rgb/camera_info` (the target camera's CameraInfo).  Publishes (reliable), as image_pipeline's registered depth:
+`depth_registered/image` (32FC1 metres, NaN = no return, header: the camera's frame_id and the cloud's stamp) and
+`depth_registered/camera_info` (the CameraInfo with that header); names that never collide with
+depth_completion_node's outputs in the same namespace, and that its depth input can be remapped to.
+Same projection (core.projection.project_points) and extrinsics (parameters, KITTI dir, tf) as
 depth_completion_node.  The projection is cheap, so it runs in the subscription callback.
 """
 
@@ -57,8 +59,8 @@ class PointcloudToDepthNode(Node):
         self.throttle = Throttle(2.0)
         self.frames_processed = 0
         self.frames_failed = 0
-        self.pub_depth = self.create_publisher(Image, "sparse_depth", output_qos())
-        self.pub_info = self.create_publisher(CameraInfo, "camera_info", output_qos())
+        self.pub_depth = self.create_publisher(Image, "depth_registered/image", output_qos())
+        self.pub_info = self.create_publisher(CameraInfo, "depth_registered/camera_info", output_qos())
         qos_in = input_qos(cfg.qos)
         topics = [cfg.points_topic, cfg.camera_info_topic]
         self.monitor = InputMonitor(topics)

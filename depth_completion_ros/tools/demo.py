@@ -42,7 +42,11 @@ OUTPUTS = ("depth", "confidence", "sparse_depth", "depth_color", "stats")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
-    parser.add_argument("--kitti-dir", type=Path, help="KITTI frame dir (default: ../shared/data/kitti_dc_frame)")
+    parser.add_argument(
+        "--kitti-dir",
+        type=Path,
+        help="KITTI frame dir (default: $DEPTH_COMPLETION_DATA or ../shared/data, kitti_dc_frame)",
+    )
     parser.add_argument("--synthetic", action="store_true", help="use a generated scene even if KITTI is there")
     parser.add_argument("--frames", type=int, default=20, help="outputs to collect (the bag loops at 10 Hz)")
     parser.add_argument("--method", default="default", choices=("default", "cspn"))

@@ -5,7 +5,9 @@ the extrinsic), `/kitti/velo/points` (x, y, z, intensity float32) and `/tf_stati
 `kitti_camera_optical`, transient-local). Image and cloud of a frame share one stamp. Clouds are
 motion-compensated to the camera trigger (`deskew_points`) when an OXTS record is available, as KITTI's own
 depth-completion inputs are; `--no-deskew` keeps the raw scan. Messages are standard types serialized by rclpy,
-so the bag plays with `ros2 bag play`.
+so the bag plays with `ros2 bag play`. The frame rate is stored in the bag's metadata (`custom_data`
+`RATE_KEY`), so a looped bag keeps its period even when all its frames share a stamp. A single frame is
+repeated `SINGLE_FRAME_REPEAT` times by default (a short, static drive).
 
 Layouts accepted as SRC:
 - a raw drive `<date>/<date>_drive_XXXX_sync/` with `image_0N/data/*.png`, `velodyne_points/data/*.bin`,
@@ -29,6 +31,7 @@ import numpy as np
 from depth_completion_ros.core.calibration import KittiCalibration, read_kitti_oxts_motion, read_kitti_raw_calibration
 from depth_completion_ros.core.errors import DataError, DepthCompletionError
 from depth_completion_ros.core.projection import deskew_points
+from depth_completion_ros.ros.bag_player import RATE_KEY
 
 __all__ = [
     "CAMERA_FRAME",
@@ -47,6 +50,8 @@ TOPICS = {
     "points": "/kitti/velo/points",
     "tf_static": "/tf_static",
 }
+SINGLE_FRAME_REPEAT = 30
+"""Default `--repeat` of the single-frame layout: 3 s at 10 Hz."""
 CAMERA_FRAME = "kitti_camera_optical"
 VELO_FRAME = "velo_link"
 
@@ -147,9 +152,14 @@ def iter_kitti_frames(
 
 
 def write_bag(
-    out: Path, calib: KittiCalibration, frames: Iterator[KittiFrame], *, storage: str = "mcap"
+    out: Path,
+    calib: KittiCalibration,
+    frames: Iterator[KittiFrame],
+    *,
+    storage: str = "mcap",
+    rate_hz: float | None = None,
 ) -> tuple[int, int]:
-    """Write frames to a rosbag2 at `out`; returns (messages written, frames)."""
+    """Write frames to a rosbag2 at `out` (`rate_hz`: stored as `RATE_KEY`); returns (messages written, frames)."""
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import TransformStamped
     from rclpy.serialization import serialize_message
@@ -165,6 +175,8 @@ def write_bag(
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     n_msgs = n_frames = 0
     with Writer(out, version=9, storage_plugin=plugin) as writer:
+        if rate_hz is not None:
+            writer.set_custom_data(RATE_KEY, repr(float(rate_hz)))
         conn_img = writer.add_connection(TOPICS["image"], "sensor_msgs/msg/Image", typestore=typestore)
         conn_info = writer.add_connection(TOPICS["camera_info"], "sensor_msgs/msg/CameraInfo", typestore=typestore)
         conn_pts = writer.add_connection(TOPICS["points"], "sensor_msgs/msg/PointCloud2", typestore=typestore)
@@ -227,7 +239,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--camera", type=int, default=2, choices=(2, 3), help="colour camera")
     parser.add_argument("--rate-hz", type=float, default=10.0, help="frame rate when stamps are synthesized")
-    parser.add_argument("--repeat", type=int, default=1, help="write the frames N times (a single frame lasts)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help=f"write the frames N times (default: 1 for a drive, {SINGLE_FRAME_REPEAT} for a single frame)",
+    )
     parser.add_argument("--no-deskew", action="store_true", help="keep the raw (not motion-compensated) scans")
 
 
@@ -236,14 +252,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.out.exists():
             raise DataError(f"{args.out} exists; choose a new bag directory")
-        if args.repeat < 1 or args.rate_hz <= 0:
+        repeat = args.repeat
+        if repeat is None:
+            repeat = SINGLE_FRAME_REPEAT if (Path(args.src) / "raw" / "lidar_data.bin").is_file() else 1
+        if repeat < 1 or args.rate_hz <= 0:
             raise DataError("--repeat must be >= 1 and --rate-hz > 0")
         calib, frames, _ = iter_kitti_frames(
-            args.src, camera_index=args.camera, deskew=not args.no_deskew, repeat=args.repeat, rate_hz=args.rate_hz
+            args.src, camera_index=args.camera, deskew=not args.no_deskew, repeat=repeat, rate_hz=args.rate_hz
         )
-        n_msgs, n_frames = write_bag(args.out, calib, frames, storage=args.storage)
+        n_msgs, n_frames = write_bag(args.out, calib, frames, storage=args.storage, rate_hz=args.rate_hz)
     except (DepthCompletionError, OSError) as exc:
         print(f"depth-completion kitti-to-bag: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # a ROS message package the bag needs (tf2_msgs for /tf_static, ...)
+        package = (exc.name or "a ROS 2 message package").split(".")[0]
+        print(
+            f"depth-completion kitti-to-bag: error: the ROS 2 message package '{package}' is not installed "
+            f"(ROS: apt install ros-$ROS_DISTRO-{package.replace('_', '-')}; pip-only setup: bash scripts/setup.sh)",
+            file=sys.stderr,
+        )
         return 2
     print(f"wrote {args.out} ({args.storage}): {n_frames} frames, {n_msgs} messages on {', '.join(TOPICS.values())}")
     return 0

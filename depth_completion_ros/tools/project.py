@@ -1,12 +1,14 @@
 """`depth-completion project`: a LiDAR scan into a camera -> sparse depth PNG + colourized preview.
 
-Default input: the KITTI frame in ../shared/data/kitti_dc_frame (relative to the repository) when present,
+Default input: the KITTI frame `kitti_dc_frame` of the data folder (`default_data_dir`: $DEPTH_COMPLETION_DATA,
+else `shared/data` in the current directory or one above it, e.g. ../shared/data from a checkout) when present,
 else a generated synthetic scene.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,12 +22,31 @@ from depth_completion_ros.core.projection import deskew_points, filter_occluded,
 from depth_completion_ros.core.units import metres_to_kitti_png
 from depth_completion_ros.core.visualize import colorize_depth
 
-__all__ = ["add_arguments", "default_kitti_dir", "run"]
+__all__ = ["DATA_ENV", "add_arguments", "default_data_dir", "default_kitti_dir", "run"]
+
+DATA_ENV = "DEPTH_COMPLETION_DATA"
+"""Environment variable naming the data folder (the one holding `kitti_dc_frame/`, ...)."""
+
+
+def default_data_dir() -> Path:
+    """The data folder: `$DEPTH_COMPLETION_DATA`, else the first `shared/data` in the current directory or one of
+    its parents (so ../shared/data from a checkout), else `./shared/data` (may not exist).
+
+    Never relative to the installed Python files, which a colcon workspace puts under `install/`.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    cwd = Path.cwd()
+    for base in (cwd, *cwd.parents):
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    return cwd / "shared" / "data"
 
 
 def default_kitti_dir() -> Path:
-    """../shared/data/kitti_dc_frame beside the repository (may not exist)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kitti_dc_frame"
+    """`kitti_dc_frame` in `default_data_dir()` (may not exist)."""
+    return default_data_dir() / "kitti_dc_frame"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,8 +16,17 @@ LAUNCH = REPO / "launch"
 CONFIG = REPO / "config"
 
 EXPECTED_ARGS = {
-    "kitti.launch.py": {"bag", "rate", "loop", "method", "checkpoint", "device", "rviz"},
-    "tof.launch.py": {"image", "camera_info", "depth", "depth_camera_info", "method", "checkpoint", "device"},
+    "kitti.launch.py": {"bag", "rate", "loop", "player", "namespace", "method", "checkpoint", "device", "rviz"},
+    "tof.launch.py": {
+        "image",
+        "camera_info",
+        "depth",
+        "depth_camera_info",
+        "method",
+        "checkpoint",
+        "device",
+        "namespace",
+    },
 }
 EXPECTED_CONFIG = {"kitti.launch.py": {"kitti.yaml", "kitti.rviz"}, "tof.launch.py": {"tof.yaml"}}
 KITTI_BAG_TOPICS = {"/kitti/camera/image_raw", "/kitti/camera/camera_info", "/kitti/velo/points"}
@@ -106,7 +115,8 @@ def test_generate_launch_description(name, tmp_path, monkeypatch):
     (index / "depth_completion_ros").write_text("")
     (tmp_path / "share" / "depth_completion_ros").mkdir()
     monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(tmp_path), os.environ.get("AMENT_PREFIX_PATH", "")]))
-    ld = _load_launch_module(name).generate_launch_description()
+    module = _load_launch_module(name)
+    ld = module.generate_launch_description()
     assert isinstance(ld, launch.LaunchDescription)
     args = {a.name for a in ld.get_launch_arguments()}
     assert args == EXPECTED_ARGS[name]
@@ -120,14 +130,138 @@ def test_generate_launch_description(name, tmp_path, monkeypatch):
     for action in ld.get_launch_arguments():
         action.visit(context)
     if name == "kitti.launch.py":
-        context.launch_configurations["bag"] = "/tmp/bag"
-        context.launch_configurations["rviz"] = "false"
-        plays = [e for e in ld.entities if isinstance(e, launch.actions.ExecuteProcess) and not isinstance(e, Node)]
-        active = [p for p in plays if p.condition is None or p.condition.evaluate(context)]
-        assert len(active) == 1  # loop false -> exactly the non-looping player
-        rviz = [n for n in nodes if n.node_package == "rviz2"]
-        assert len(rviz) == 1
-        assert not rviz[0].condition.evaluate(context)
+        _check_kitti_launch_time_choices(module, ld, context, monkeypatch)
+
+
+def _check_kitti_launch_time_choices(module, ld, context, monkeypatch) -> None:
+    """Player choice, exit handler and rviz2 (skipped where absent), as the OpaqueFunction decides them."""
+    from launch.actions import OpaqueFunction, RegisterEventHandler, TimerAction
+    from launch_ros.actions import Node
+
+    import launch
+    from depth_completion_ros.ros import launch_support
+
+    assert sum(isinstance(e, OpaqueFunction) for e in ld.entities) == 1
+    configs = context.launch_configurations
+    assert (configs["rviz"], configs["player"], configs["namespace"]) == ("false", "auto", "")
+    assert module._player_and_rviz(context) == []  # live input, no rviz: nothing more to start
+
+    def players(actions):
+        # the player starts on the node's "ready" line (OnProcessIO) or, failing that, from a fallback timer
+        (timer,) = [a for a in actions if isinstance(a, TimerAction)]
+        started = timer.actions[0].execute(context)
+        assert timer.actions[0].execute(context) == []  # once only
+        return [a for a in started if isinstance(a, launch.actions.ExecuteProcess)]
+
+    configs["bag"] = "/tmp/bag"
+    monkeypatch.setattr(launch_support, "rviz2_available", lambda: False)
+    for have_ros2bag, choice, expected in [
+        (False, "auto", "bag_player"),
+        (True, "auto", "ros2"),
+        (True, "builtin", "bag_player"),
+        (True, "ros2bag", "ros2"),
+    ]:
+        monkeypatch.setattr(launch_support, "ros2bag_available", lambda have=have_ros2bag: have)
+        configs["player"] = choice
+        actions = module._player_and_rviz(context)
+        (player,) = players(actions)
+        if expected == "bag_player":
+            assert isinstance(player, Node) and player.node_executable == "bag_player"
+        else:
+            assert not isinstance(player, Node)
+        assert sum(isinstance(a, RegisterEventHandler) for a in actions) == 2  # node ready -> player -> shutdown
+    monkeypatch.setattr(launch_support, "ros2bag_available", lambda: False)
+    with pytest.raises(ValueError, match="ros2 bag"):
+        module._player_and_rviz(context)  # player:=ros2bag where it is not installed
+
+    configs.update(bag="", rviz="true", player="auto", namespace="cam1")
+    assert module._player_and_rviz(context) == []  # rviz2 absent: skipped with a warning, the launch goes on
+    monkeypatch.setattr(launch_support, "rviz2_available", lambda: True)
+    (rviz,) = module._player_and_rviz(context)
+    assert isinstance(rviz, Node) and rviz.node_package == "rviz2"
+
+
+def _run_launch(tmp_path, body: str, timeout: float = 120) -> tuple[int, str]:
+    """Run a LaunchService script (`body` defines `ld`) in a child process with an isolated ROS environment."""
+    import subprocess
+    import sys
+
+    from depth_completion_ros.ros.process_env import ros_process_env
+
+    script = tmp_path / "run_launch.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from launch import LaunchDescription, LaunchService\n"
+        "from launch.actions import GroupAction, IncludeLaunchDescription\n"
+        "from launch.launch_description_sources import PythonLaunchDescriptionSource\n"
+        "from ament_index_python.packages import get_package_share_directory\n"
+        "share = get_package_share_directory('depth_completion_ros') + '/launch/'\n"
+        "def include(name, **args):\n"
+        "    source = PythonLaunchDescriptionSource(share + name)\n"
+        "    return IncludeLaunchDescription(source, launch_arguments=args.items())\n"
+        "ls = LaunchService(argv=[])\n" + body + "ls.include_launch_description(ld)\n"
+        "threading.Thread(target=lambda: (time.sleep(90), ls.shutdown()), daemon=True).start()\n"
+        "sys.exit(ls.run())\n"
+    )
+    env = ros_process_env(ros_home=str(tmp_path / "ros_home"))
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return run.returncode, run.stdout + run.stderr
+
+
+def _need_launch() -> None:
+    launch = pytest.importorskip("launch")
+    if not hasattr(launch, "LaunchService"):
+        pytest.skip("the launch package is not installed")
+    pytest.importorskip("launch_ros")
+
+
+def test_launch_ends_when_the_player_dies(tmp_path):
+    """bag:= a bag that is not there, built-in player: the player exits 2, the launch says so and ends."""
+    _need_launch()
+    args = f"bag='{tmp_path}/no_bag', player='builtin', device='cpu'"
+    body = f"ld = LaunchDescription([include('kitti.launch.py', {args})])\n"
+    code, out = _run_launch(tmp_path, body)
+    assert "bag player exited with code 2" in out, out[-3000:]
+    assert "replaying" in out and "built-in bag_player" in out
+    assert code == 0, out[-3000:]
+
+
+def test_two_namespaced_instances_from_the_launch_file(tmp_path):
+    """tof.launch.py twice, namespace:=cam1 / cam2: each node reads its camera and publishes in its namespace."""
+    _need_launch()
+    body = (
+        "import rclpy\n"
+        "cams = ['cam1', 'cam2']\n"
+        "ld = LaunchDescription([GroupAction([include('tof.launch.py', namespace=c, device='cpu',\n"
+        "    image=f'/{c}/color/image_raw', camera_info=f'/{c}/color/camera_info',\n"
+        "    depth=f'/{c}/depth/image_raw', depth_camera_info=f'/{c}/depth/camera_info')], scoped=True)\n"
+        "    for c in cams])\n"
+        "def check():\n"
+        "    ctx = rclpy.Context(); rclpy.init(context=ctx); node = rclpy.create_node('probe', context=ctx)\n"
+        "    topics = ['/cam1/depth', '/cam2/depth', '/depth', '/cam1/camera_info', '/camera_info']\n"
+        "    for _ in range(600):\n"
+        "        counts = {t: node.count_publishers(t) for t in topics}\n"
+        "        if counts['/cam1/depth'] and counts['/cam2/depth']: break\n"
+        "        time.sleep(0.1)\n"
+        "    time.sleep(1.0); counts = {t: node.count_publishers(t) for t in topics}\n"
+        "    print('PUBLISHERS', counts, flush=True); ls.shutdown()\n"
+        "threading.Thread(target=check, daemon=True).start()\n"
+    )
+    code, out = _run_launch(tmp_path, body)
+    assert (
+        "PUBLISHERS {'/cam1/depth': 1, '/cam2/depth': 1, '/depth': 0, '/cam1/camera_info': 1, '/camera_info': 0}" in out
+    ), out[-3000:]
+    for cam in ("cam1", "cam2"):
+        assert f"inputs: /{cam}/color/image_raw, /{cam}/color/camera_info, /{cam}/depth/image_raw" in out
+    assert code == 0, out[-3000:]
 
 
 def test_launch_service_starts_the_node(tmp_path):
