@@ -21,6 +21,7 @@ __all__ = [
     "DYNAMIC_PARAMS",
     "POINTCLOUD_TO_DEPTH_PARAMS",
     "DepthCompletionNodeConfig",
+    "DeskewConfig",
     "ExtrinsicsConfig",
     "OutputConfig",
     "ParamSpec",
@@ -88,6 +89,27 @@ class ExtrinsicsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeskewConfig:
+    """LiDAR motion compensation between decode and projection (see `ros/deskew.py`).
+
+    `mode`: "off", "auto" (compensate when ego motion is available, else pass through with one warning) or
+    "on" (a frame without ego motion is skipped with a throttled error).  `motion_source`: "tf"
+    (`odom_frame` -> the cloud's frame, interpolated), "twist" (geometry_msgs/TwistStamped), "odometry"
+    (nav_msgs/Odometry), "imu" (sensor_msgs/Imu angular rate, rotation only) on `motion_topic`, or "none".
+    Point times: a per-point time field when the cloud has one (`time_unit` "auto" detects the unit), else the
+    azimuth model (`scan_period` s per revolution, 0 = the whole cloud at its stamp; `clockwise` seen from above).
+    """
+
+    mode: str = "auto"
+    motion_source: str = "tf"
+    odom_frame: str = "odom"
+    motion_topic: str = "ego_motion"
+    scan_period: float = 0.1
+    clockwise: bool = True
+    time_unit: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """Optional outputs (changeable at run time); each is built and published only while it has a subscriber."""
 
@@ -113,6 +135,7 @@ class DepthCompletionNodeConfig:
     sync: SyncConfig = SyncConfig()
     qos: QosConfig = QosConfig()
     extrinsics: ExtrinsicsConfig = ExtrinsicsConfig()
+    deskew: DeskewConfig = DeskewConfig()
     outputs: OutputConfig = OutputConfig()
     input_timeout_s: float = 5.0
     debug_delay_ms: int = 0
@@ -130,7 +153,57 @@ class PointcloudToDepthNodeConfig:
     sync: SyncConfig = SyncConfig()
     qos: QosConfig = QosConfig()
     extrinsics: ExtrinsicsConfig = ExtrinsicsConfig()
+    deskew: DeskewConfig = DeskewConfig()
 
+
+_DESKEW: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        name="deskew",
+        default="auto",
+        kind="str",
+        choices=("off", "auto", "on"),
+        description="LiDAR motion compensation: auto = when ego motion is available (else one warning), "
+        "on = required (frames without ego motion are skipped)",
+    ),
+    ParamSpec(
+        name="deskew_motion_source",
+        default="tf",
+        kind="str",
+        choices=("tf", "twist", "odometry", "imu", "none"),
+        description="Ego motion: tf odom_frame -> cloud frame, a TwistStamped / Odometry topic, Imu angular rate "
+        "(rotation only), or none",
+    ),
+    ParamSpec(name="odom_frame", default="odom", kind="str", description="Fixed frame of the tf ego motion"),
+    ParamSpec(
+        name="deskew_motion_topic",
+        default="ego_motion",
+        kind="str",
+        description="TwistStamped / Odometry / Imu topic (deskew_motion_source twist, odometry, imu)",
+    ),
+    ParamSpec(
+        name="deskew_scan_period",
+        default=0.1,
+        kind="float",
+        low=0.0,
+        high=10.0,
+        description="Azimuth model (clouds without a time field): s per revolution, header stamp = facing +x; "
+        "0 = every point at the stamp",
+    ),
+    ParamSpec(
+        name="deskew_clockwise",
+        default=True,
+        kind="bool",
+        description="Azimuth model: the LiDAR spins clockwise seen from above (Velodyne, Ouster, Hesai)",
+    ),
+    ParamSpec(
+        name="deskew_time_unit",
+        default="auto",
+        kind="str",
+        choices=("auto", "s", "ms", "us", "ns"),
+        description="Unit of the per-point time field (t, time, timestamp, time_offset, offset_time, "
+        "time_sec+time_nsec); auto detects it",
+    ),
+)
 
 _COMMON: tuple[ParamSpec, ...] = (
     ParamSpec(name="camera_info_topic", default="rgb/camera_info", kind="str", description="RGB CameraInfo topic"),
@@ -175,6 +248,7 @@ _COMMON: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(name="kitti_camera_index", default=2, kind="int", low=0, high=3, description="KITTI camera (2 = left)"),
     ParamSpec(name="use_tf", default=True, kind="bool", description="Look extrinsics up in tf when not set above"),
+    *_DESKEW,
 )
 
 DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
@@ -374,6 +448,24 @@ def _extrinsics(v: Mapping[str, Any]) -> ExtrinsicsConfig:
     )
 
 
+def _deskew(v: Mapping[str, Any]) -> DeskewConfig:
+    if v["deskew"] == "on" and v["deskew_motion_source"] == "none":
+        raise _fail("deskew_motion_source", "none, but deskew is on (compensation required): name an ego-motion source")
+    if v["deskew_motion_source"] == "tf" and not v["odom_frame"].strip("/"):
+        raise _fail("odom_frame", "empty; name the fixed frame of the ego motion (e.g. odom)")
+    if v["deskew_motion_source"] in ("twist", "odometry", "imu") and not v["deskew_motion_topic"]:
+        raise _fail("deskew_motion_topic", f"empty, but deskew_motion_source is {v['deskew_motion_source']}")
+    return DeskewConfig(
+        mode=v["deskew"],
+        motion_source=v["deskew_motion_source"],
+        odom_frame=v["odom_frame"].strip("/"),
+        motion_topic=v["deskew_motion_topic"],
+        scan_period=v["deskew_scan_period"],
+        clockwise=v["deskew_clockwise"],
+        time_unit=v["deskew_time_unit"],
+    )
+
+
 def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeConfig:
     """Validated config of depth_completion_node from parameter values (missing names take defaults).
 
@@ -410,6 +502,7 @@ def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeCon
         sync=SyncConfig(queue_size=v["queue_size"], slop=v["slop"]),
         qos=QosConfig(reliability=v["qos_reliability"], depth=v["qos_depth"]),
         extrinsics=_extrinsics(v),
+        deskew=_deskew(v),
         outputs=OutputConfig(
             publish_points=v["publish_points"],
             points_decimation=v["points_decimation"],
@@ -461,6 +554,7 @@ def pointcloud_to_depth_config(values: Mapping[str, Any]) -> PointcloudToDepthNo
         sync=SyncConfig(queue_size=v["queue_size"], slop=v["slop"]),
         qos=QosConfig(reliability=v["qos_reliability"], depth=v["qos_depth"]),
         extrinsics=_extrinsics(v),
+        deskew=_deskew(v),
     )
 
 
