@@ -21,6 +21,7 @@ __all__ = [
     "deskew_points",
     "filter_occluded",
     "finite_points",
+    "pose_from_twist",
     "project_points",
     "register_depth",
     "twist_from_poses",
@@ -143,6 +144,24 @@ def _deskew_kernel(
         out[i, 2] = z + (v[2] + w[0] * y - w[1] * x) * t
         for c in range(3, p.shape[1]):
             out[i, c] = p[i, c]
+
+
+def pose_from_twist(linear_velocity: np.ndarray, angular_velocity: np.ndarray, dt: float) -> np.ndarray:
+    """(4, 4) motion of a frame after `dt` s at a constant body twist (v m/s, w rad/s, in the frame): the SE(3)
+    exponential, the inverse of `twist_from_poses` (T1 = T0 @ pose_from_twist(v, w, dt))."""
+    v = np.asarray(linear_velocity, dtype=np.float64).reshape(3) * dt
+    wt = np.asarray(angular_velocity, dtype=np.float64).reshape(3) * dt
+    theta = float(np.linalg.norm(wt))
+    W = np.array([[0.0, -wt[2], wt[1]], [wt[2], 0.0, -wt[0]], [-wt[1], wt[0], 0.0]])
+    if theta < 1e-9:
+        R, V = np.eye(3) + W, np.eye(3) + 0.5 * W
+    else:
+        a, b = math.sin(theta) / theta, (1.0 - math.cos(theta)) / theta**2
+        R = np.eye(3) + a * W + b * (W @ W)
+        V = np.eye(3) + b * W + (theta - math.sin(theta)) / theta**3 * (W @ W)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, V @ v
+    return T
 
 
 def twist_from_poses(T0: np.ndarray, T1: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ The motion math is the core's (`core.projection.deskew_points`, `twist_from_pose
   faced +x, as KITTI's).
 - **Ego motion** (a constant twist over the scan interval, in the cloud's frame): tf (`odom_frame` -> the
   cloud's frame, looked up at both ends of the interval and interpolated there by tf; the twist is their SE(3)
-  logarithm), or the mean of the `TwistStamped` / `Odometry` messages of the interval (nearest within 0.5 s
+  logarithm; when tf does not reach the scan's end yet, a window up to 0.2 s earlier), or the mean of the `TwistStamped` / `Odometry` messages of the interval (nearest within 0.5 s
   otherwise), or `Imu` angular rate (rotation only); topic twists are moved into the cloud's frame through tf.
 - **Reference instant:** the target camera's stamp (the image's in depth_completion_node, the CameraInfo's in
   pointcloud_to_depth_node): every point is moved to where the sensor was at that instant, so the output's
@@ -41,6 +41,7 @@ Lookup = Callable[[str, str, int], np.ndarray]
 _NS = 1_000_000_000
 _MIN_INTERVAL_NS = 10_000_000  # a twist from tf needs two distinct instants: at least 10 ms apart
 TOPIC_MAX_GAP_NS = 500_000_000
+TF_LAGS_NS = (0, 50_000_000, 100_000_000, 200_000_000)  # tf windows tried, shifted back by these
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,18 @@ class TfEgoMotion:
         if t1_ns - t0_ns < _MIN_INTERVAL_NS:
             mid = (t0_ns + t1_ns) // 2
             t0_ns, t1_ns = mid - _MIN_INTERVAL_NS // 2, mid + _MIN_INTERVAL_NS // 2
-        try:
-            T0 = self.lookup(self.odom_frame, frame, t0_ns)
-            T1 = self.lookup(self.odom_frame, frame, t1_ns)
-        except CalibrationError as exc:
-            raise CalibrationError(f"no ego motion from tf {self.odom_frame} -> {frame}: {exc}") from None
-        return twist_from_poses(T0, T1, (t1_ns - t0_ns) * 1e-9)
+        error: CalibrationError | None = None
+        # Odometry often lags the LiDAR: when tf does not reach the end of the scan yet, the twist of a window
+        # just before it is taken (constant-twist assumption), up to TF_MAX_LAG_NS back.
+        for lag in TF_LAGS_NS:
+            try:
+                T0 = self.lookup(self.odom_frame, frame, t0_ns - lag)
+                T1 = self.lookup(self.odom_frame, frame, t1_ns - lag)
+            except CalibrationError as exc:
+                error = error or exc
+                continue
+            return twist_from_poses(T0, T1, (t1_ns - t0_ns) * 1e-9)
+        raise CalibrationError(f"no ego motion from tf {self.odom_frame} -> {frame}: {error}")
 
 
 class TopicEgoMotion:

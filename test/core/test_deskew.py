@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from depth_completion_ros.core.errors import ShapeError
-from depth_completion_ros.core.projection import deskew_points, twist_from_poses
+from depth_completion_ros.core.projection import deskew_points, pose_from_twist, twist_from_poses
 
 
 def _hat(w: np.ndarray) -> np.ndarray:
@@ -115,3 +115,4 @@ def test_twist_from_poses_recovers_the_twist(w) -> None:
     assert np.allclose(v_back, v, atol=1e-7) and np.allclose(w_back, w, atol=1e-7)
     with pytest.raises(ShapeError, match="dt"):
         twist_from_poses(T0, T1, 0.0)
+    assert np.allclose(pose_from_twist(v, w, 0.1), se3_exp(v, w, 0.1), atol=1e-12)
