@@ -9,8 +9,9 @@ The motion math is the core's (`core.projection.deskew_points`, `twist_from_pose
   faced +x, as KITTI's).
 - **Ego motion** (a constant twist over the scan interval, in the cloud's frame): tf (`odom_frame` -> the
   cloud's frame, looked up at both ends of the interval and interpolated there by tf; the twist is their SE(3)
-  logarithm; when tf does not reach the scan's end yet, a window up to 0.2 s earlier), or the mean of the `TwistStamped` / `Odometry` messages of the interval (nearest within 0.5 s
-  otherwise), or `Imu` angular rate (rotation only); topic twists are moved into the cloud's frame through tf.
+  logarithm; when tf does not reach the scan's end yet, a window up to 0.2 s earlier), or the mean of the
+  `TwistStamped` / `Odometry` messages of the interval (nearest within 0.5 s otherwise), or `Imu` angular rate
+  (rotation only); topic twists are moved into the cloud's frame through tf.
 - **Reference instant:** the target camera's stamp (the image's in depth_completion_node, the CameraInfo's in
   pointcloud_to_depth_node): every point is moved to where the sensor was at that instant, so the output's
   header stamp (that stamp) is the instant the points describe.  Uncompensated clouds keep their own stamp.
