@@ -354,6 +354,9 @@ DYNAMIC_PARAMS = frozenset(p.name for p in DEPTH_COMPLETION_PARAMS if p.dynamic)
 """Parameters of depth_completion_node changeable at run time."""
 
 
+_ON_OFF = frozenset({"on", "off"})
+
+
 def _fail(name: str, why: str) -> ValueError:
     return ValueError(f"invalid parameter '{name}': {why}")
 
@@ -377,6 +380,8 @@ def _checked(spec: ParamSpec, value: Any) -> Any:
             raise _fail(name, f"expected a finite number, got {value!r}")
         value = float(value)
     elif spec.kind == "str":
+        if isinstance(value, bool) and _ON_OFF <= set(spec.choices):
+            value = "on" if value else "off"  # ROS and YAML 1.1 read unquoted on / off as booleans
         if not isinstance(value, str):
             raise _fail(name, f"expected a string, got {value!r}")
         if spec.choices and value not in spec.choices:
@@ -604,6 +609,8 @@ def declare_parameters(node: Any, specs: Iterable[ParamSpec]) -> None:
             ]
         elif spec.kind == "int" and spec.low is not None and spec.high is not None:
             descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+        if spec.kind == "str" and _ON_OFF <= set(spec.choices):
+            descriptor.dynamic_typing = True  # `deskew:=off` arrives as a bool; the config function maps it
         if spec.kind == "float_array":
             # unset by default; ints or floats accepted from YAML (converted and checked by the config function)
             descriptor.dynamic_typing = True

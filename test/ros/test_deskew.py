@@ -214,3 +214,11 @@ def test_parameters() -> None:
         depth_completion_config({"deskew": "sometimes"})
     with pytest.raises(ValueError, match="odom_frame"):
         depth_completion_config({"odom_frame": ""})
+
+
+def test_unquoted_on_off_arrive_as_booleans() -> None:
+    """`-p deskew:=off` and YAML `deskew: off` reach the node as bool False (YAML 1.1): read as the mode."""
+    assert depth_completion_config({"deskew": False}).deskew.mode == "off"
+    assert depth_completion_config({"deskew": True}).deskew.mode == "on"
+    with pytest.raises(ValueError, match="deskew_clockwise"):
+        depth_completion_config({"deskew_clockwise": "yes"})
