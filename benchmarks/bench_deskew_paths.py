@@ -1,7 +1,7 @@
 """The shared KITTI frame through the node three ways, against ground truth: how much live de-skew recovers.
 
 1. `offline`: the bag's scans de-skewed by `kitti-to-bag` (OXTS velocity; the node's own demo input);
-2. `live`: raw scans + `/tf` odom -> base_link from OXTS (`kitti-to-bag --no-deskew --odometry`), the node's
+2. `live`: raw scans + `/tf` odom -> base_link from OXTS (`kitti-to-bag --odometry`), the node's
    deskew stage compensating them (deskew auto, ego motion from tf);
    `live_twist`: the same bag, ego motion from its `/kitti/oxts/twist` (TwistStamped of base_link) instead;
 3. `raw`: raw scans with `deskew:=off` (the baseline: what a bag from another tool gave before).

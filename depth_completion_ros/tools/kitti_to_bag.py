@@ -7,7 +7,8 @@ motion-compensated to the camera trigger (`deskew_points`) when an OXTS record i
 depth-completion inputs are; `--no-deskew` keeps the raw scan. Messages are standard types serialized by rclpy,
 so the bag plays with `ros2 bag play`.
 
-`--odometry` adds an ego-motion source for the nodes' live de-skew (use it with `--no-deskew`): `/tf`
+`--odometry` adds an ego-motion source for the nodes' live de-skew and writes raw scans (so that a node with
+`deskew: auto` does not compensate them twice): `/tf`
 `odom` -> `base_link` (the OXTS/IMU frame) at `--odometry-rate-hz`, integrated from each frame's OXTS velocities
 (a constant twist from the previous frame's scan end to this frame's), `/kitti/oxts/twist` (TwistStamped of
 `base_link`, one per frame), and the static tree `base_link` -> `velo_link` (calib_imu_to_velo.txt) ->
@@ -357,8 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--odometry",
         action="store_true",
-        help="add /tf odom -> base_link and /kitti/oxts/twist from OXTS (an ego-motion source for the nodes' "
-        "live de-skew; use with --no-deskew)",
+        help="raw scans plus /tf odom -> base_link and /kitti/oxts/twist from OXTS (an ego-motion source for "
+        "the nodes' live de-skew; implies --no-deskew)",
     )
     parser.add_argument("--odometry-rate-hz", type=float, default=50.0, help="/tf odom -> base_link rate")
 
@@ -371,7 +372,11 @@ def run(args: argparse.Namespace) -> int:
         if args.repeat < 1 or args.rate_hz <= 0 or args.odometry_rate_hz <= 0:
             raise DataError("--repeat must be >= 1, --rate-hz and --odometry-rate-hz > 0")
         calib, frames, _ = iter_kitti_frames(
-            args.src, camera_index=args.camera, deskew=not args.no_deskew, repeat=args.repeat, rate_hz=args.rate_hz
+            args.src,
+            camera_index=args.camera,
+            deskew=not (args.no_deskew or args.odometry),  # raw scans with --odometry: the node de-skews them
+            repeat=args.repeat,
+            rate_hz=args.rate_hz,
         )
         T_velo_from_imu = read_T_velo_from_imu(args.src) if args.odometry else None
         n_msgs, n_frames = write_bag(

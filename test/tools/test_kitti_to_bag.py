@@ -101,14 +101,14 @@ def test_shared_frame_repeated(kitti_dc_dir: Path, tmp_path: Path) -> None:
 
 
 def test_shared_frame_raw_with_odometry(kitti_dc_dir: Path, tmp_path: Path) -> None:
-    """--no-deskew --odometry: raw scans, and /tf whose LiDAR motion is the OXTS velocity the offline de-skew uses."""
+    """--odometry: raw scans, and /tf whose LiDAR motion is the OXTS velocity the offline de-skew uses."""
     from depth_completion_ros.core.calibration import read_kitti_oxts_motion
     from depth_completion_ros.core.projection import twist_from_poses
     from depth_completion_ros.ros.extrinsics import TransformBuffer
     from depth_completion_ros.tools.kitti_to_bag import ODOMETRY_TOPICS, VELO_FRAME
 
     bag = tmp_path / "bag"
-    argv = ["kitti-to-bag", str(kitti_dc_dir), "--out", str(bag), "--repeat", "2", "--no-deskew", "--odometry"]
+    argv = ["kitti-to-bag", str(kitti_dc_dir), "--out", str(bag), "--repeat", "2", "--odometry"]  # implies raw
     assert main(argv) == 0
     msgs = _read(bag)
     raw = np.fromfile(kitti_dc_dir / "raw" / "lidar_data.bin", np.float32).reshape(-1, 4)
