@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from depth_completion_ros.core.errors import CalibrationError
+from depth_completion_ros.core.errors import CalibrationError, MessageFormatError
 from depth_completion_ros.core.projection import deskew_points, finite_points, twist_from_poses
 from depth_completion_ros.core.scan_time import TIME_FIELDS, find_time_field, relative_point_times
 from depth_completion_ros.ros.params import DeskewConfig, ExtrinsicsConfig
@@ -182,6 +182,7 @@ class Deskewer:
         self.motion = motion
         self.logger = logger
         self._warned = False
+        self._bad_times_warned = False
         self._compensating = False
         self._layouts_seen: set[tuple[str, ...]] = set()
         self.frames_compensated = 0
@@ -239,8 +240,11 @@ class Deskewer:
         """Finite points of `cloud` ((N, >=3) float32, its frame, metres) and their capture times ((N,) float32 s
         relative to the header stamp) when the cloud has a time field and the stage is on; else times None.
 
+        Per-point times that cannot be used (e.g. absolute times from a clock not synchronised to ROS time) fall
+        back to the azimuth model with one warning in mode auto.
+
         Raises:
-            MessageFormatError: malformed cloud, or per-point times that cannot be read.
+            MessageFormatError: malformed cloud, or (mode on) per-point times that cannot be used.
         """
         from depth_completion_ros.ros import conversions as conv
 
@@ -251,13 +255,21 @@ class Deskewer:
         if field is None:
             self._note_layout(names, "no per-point time field: azimuth model")
             return finite_points(conv.pointcloud2_to_xyz(cloud)), None
+        try:
+            times = relative_point_times(
+                conv.pointcloud2_to_structured(cloud),
+                field,
+                stamp_ns=_stamp_ns(cloud.header.stamp),
+                unit=self.config.time_unit,
+            )
+        except MessageFormatError as exc:
+            if self.config.mode == "on":
+                raise
+            if not self._bad_times_warned:  # e.g. a LiDAR clock not synchronised to ROS time
+                self._bad_times_warned = True
+                self.logger.warning(f"deskew auto: per-point times unusable, using the azimuth model: {exc}")
+            return finite_points(conv.pointcloud2_to_xyz(cloud)), None
         xyz = conv.pointcloud2_to_xyz(cloud, skip_nans=False)
-        times = relative_point_times(
-            conv.pointcloud2_to_structured(cloud),
-            field,
-            stamp_ns=_stamp_ns(cloud.header.stamp),
-            unit=self.config.time_unit,
-        )
         self._note_layout(names, f"point times from {times.describe()}")
         stacked = np.empty((xyz.shape[0], 4), dtype=np.float32)
         stacked[:, :3] = xyz

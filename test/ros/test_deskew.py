@@ -222,3 +222,19 @@ def test_unquoted_on_off_arrive_as_booleans() -> None:
     assert depth_completion_config({"deskew": True}).deskew.mode == "on"
     with pytest.raises(ValueError, match="deskew_clockwise"):
         depth_completion_config({"deskew_clockwise": "yes"})
+
+
+def test_unusable_point_times_fall_back_to_the_azimuth_model(rng) -> None:
+    """Absolute times an hour off the stamp (clock not synchronised): auto warns once and ignores them."""
+    from depth_completion_ros.core.errors import MessageFormatError
+
+    pts = rng.uniform(-10, 10, (300, 3))
+    msg = cloud_msg(pts, {"timestamp": np.full(300, STAMP * 1e-9 + 3600.0)})
+    log = Logger()
+    stage = Deskewer(DeskewConfig(), TfEgoMotion(tf_history().lookup, "odom"), log)
+    for _ in range(3):
+        points, t = stage.decode(msg)
+        assert t is None and points.shape == (300, 3)
+    assert log.count("warning", "per-point times unusable") == 1
+    with pytest.raises(MessageFormatError, match="synchronised"):
+        Deskewer(DeskewConfig(mode="on"), TfEgoMotion(tf_history().lookup, "odom"), Logger()).decode(msg)
