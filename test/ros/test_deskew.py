@@ -238,3 +238,45 @@ def test_unusable_point_times_fall_back_to_the_azimuth_model(rng) -> None:
     assert log.count("warning", "per-point times unusable") == 1
     with pytest.raises(MessageFormatError, match="synchronised"):
         Deskewer(DeskewConfig(mode="on"), TfEgoMotion(tf_history().lookup, "odom"), Logger()).decode(msg)
+
+
+def test_lagging_tf_uses_an_earlier_window() -> None:
+    """Odometry 30 ms behind the scan's end: the twist of a window just before it (constant-twist motion)."""
+    buf = TransformBuffer()
+    for t in np.arange(-1.0, 0.02 + 1e-9, 0.02):  # the last stamp: STAMP + 20 ms
+        buf.set_transform("odom", "velo", STAMP + round(t * S), pose(t), static=False)
+    v, w = TfEgoMotion(buf.lookup, "odom").twist("velo", STAMP - S // 20, STAMP + S // 20)
+    assert np.allclose(w, W, atol=1e-6) and np.linalg.norm(v - V) < 3e-3 * np.linalg.norm(V)
+
+
+def test_tf_history_is_bounded() -> None:
+    buf = TransformBuffer(cache_time_s=100.0, max_entries=5)
+    for k in range(20):
+        buf.set_transform("odom", "velo", STAMP + k * S // 100, pose(k / 100), static=False)
+    with pytest.raises(CalibrationError, match="known for"):
+        buf.lookup("odom", "velo", STAMP + 10 * S // 100)  # dropped: only the 5 newest stamps are kept
+    assert np.allclose(buf.lookup("odom", "velo", STAMP + 17 * S // 100), pose(0.17))
+
+
+def test_topic_messages_of_each_kind() -> None:
+    from types import SimpleNamespace as NS
+
+    from geometry_msgs.msg import TwistStamped
+    from sensor_msgs.msg import Imu
+
+    def vec(a):
+        return NS(x=a[0], y=a[1], z=a[2])
+
+    header = Header(frame_id="velo")
+    header.stamp = _stamp(STAMP)
+    twist = TwistStamped(header=header)
+    twist.twist.linear.x, twist.twist.angular.z = 3.0, 0.2
+    imu = Imu(header=header)
+    imu.angular_velocity.z = 0.2
+    moving = NS(linear=vec([3.0, 0, 0]), angular=vec([0, 0, 0.2]))
+    odom = NS(header=header, child_frame_id="velo", twist=NS(twist=moving))  # nav_msgs/Odometry's fields
+    for kind, msg, v_expected in (("twist", twist, 3.0), ("imu", imu, 0.0), ("odometry", odom, 3.0)):
+        motion = TopicEgoMotion(kind, "/m", None)
+        motion.add_message(msg)
+        v, w = motion.twist("velo", STAMP - S // 20, STAMP + S // 20)
+        assert np.allclose(v, [v_expected, 0, 0]) and np.allclose(w, [0, 0, 0.2]), kind
