@@ -380,7 +380,7 @@ def _checked(spec: ParamSpec, value: Any) -> Any:
             raise _fail(name, f"expected a finite number, got {value!r}")
         value = float(value)
     elif spec.kind == "str":
-        if isinstance(value, bool) and _ON_OFF <= set(spec.choices):
+        if isinstance(value, bool) and set(spec.choices) >= _ON_OFF:
             value = "on" if value else "off"  # ROS and YAML 1.1 read unquoted on / off as booleans
         if not isinstance(value, str):
             raise _fail(name, f"expected a string, got {value!r}")
@@ -609,7 +609,7 @@ def declare_parameters(node: Any, specs: Iterable[ParamSpec]) -> None:
             ]
         elif spec.kind == "int" and spec.low is not None and spec.high is not None:
             descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
-        if spec.kind == "str" and _ON_OFF <= set(spec.choices):
+        if spec.kind == "str" and set(spec.choices) >= _ON_OFF:
             descriptor.dynamic_typing = True  # `deskew:=off` arrives as a bool; the config function maps it
         if spec.kind == "float_array":
             # unset by default; ints or floats accepted from YAML (converted and checked by the config function)
