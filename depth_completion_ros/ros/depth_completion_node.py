@@ -33,7 +33,7 @@ from rclpy.node import Node
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.errors import DataError, DepthCompletionError, ShapeError
-from depth_completion_ros.core.projection import finite_points, project_points, register_depth
+from depth_completion_ros.core.projection import project_points, register_depth
 from depth_completion_ros.ros.params import (
     DEPTH_COMPLETION_PARAMS,
     DepthCompletionNodeConfig,
@@ -168,6 +168,10 @@ class DepthCompletionNode(Node):
         self.config: DepthCompletionNodeConfig = depth_completion_config(read_parameters(self, DEPTH_COMPLETION_PARAMS))
         cfg = self.config
         self.extrinsics = ExtrinsicsProvider(cfg.extrinsics, self)
+        if cfg.input_type == "pointcloud":
+            from depth_completion_ros.ros.deskew import Deskewer
+
+            self.deskew = Deskewer.for_node(self, cfg.deskew, self.extrinsics)  # motion compensation stage
         self.completer = DepthCompleter(cfg.completer)
         self._completer_config = cfg.completer
         warm_up_ms = self._warm_up()
@@ -333,12 +337,12 @@ class DepthCompletionNode(Node):
         camera_frame = image.header.frame_id or info.header.frame_id
         if cfg.input_type == "pointcloud":
             cloud = msgs[2]
-            points = conv.pointcloud2_to_xyz(cloud)
-            points = finite_points(points)
+            points, times = self.deskew.decode(cloud)  # finite points (+ per-point times when present)
             n_input = len(points)
             if n_input == 0:
                 raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")
             t_decoded = time.monotonic()
+            points, _ = self.deskew.apply(points, times, cloud.header, image.header.stamp)  # to the image's instant
             T = self.extrinsics.lookup(camera_frame, cloud.header.frame_id, cloud.header.stamp, wait_s=tf_wait())
             sparse = project_points(points, T, camera, min_depth=cfg.min_depth, max_depth=cfg.completer.max_depth)
             if not sparse.any():

@@ -103,10 +103,13 @@ class TransformBuffer:
 
     Args:
         cache_time_s: dynamic transforms older than the newest by more than this are discarded.
+        max_entries: at most this many stamps are kept per dynamic edge (the oldest go first), so a
+            high-rate publisher cannot grow the history without bound.
     """
 
-    def __init__(self, cache_time_s: float = 10.0) -> None:
+    def __init__(self, cache_time_s: float = 10.0, max_entries: int = 10_000) -> None:
         self._cache_ns = int(cache_time_s * 1e9)
+        self._max_entries = max(2, int(max_entries))
         self._parent: dict[str, str] = {}
         self._static: dict[str, np.ndarray] = {}  # child -> T_parent_from_child
         self._dynamic: dict[str, tuple[list[int], list[np.ndarray]]] = {}
@@ -139,8 +142,8 @@ class TransformBuffer:
                 stamps.insert(i, stamp_ns)
                 mats.insert(i, T)
             cutoff = stamps[-1] - self._cache_ns
-            k = bisect.bisect_left(stamps, cutoff)
-            if k:
+            k = max(bisect.bisect_left(stamps, cutoff), len(stamps) - self._max_entries)
+            if k > 0:
                 del stamps[:k], mats[:k]
 
     def add_tf_message(self, msg: Any, *, static: bool) -> None:
@@ -313,6 +316,11 @@ class ExtrinsicsProvider:
             node.create_subscription(TFMessage, "/tf_static", lambda m: buf.add_tf_message(m, static=True), static_qos),
         ]
         self.source = "tf (/tf, /tf_static; built-in buffer)"
+
+    @property
+    def uses_tf(self) -> bool:
+        """True when lookups go to tf (no fixed extrinsics): `lookup` then serves any frame pair and time."""
+        return self._fixed is None
 
     @property
     def buffer(self) -> TransformBuffer | None:

@@ -23,6 +23,7 @@ __all__ = [
     "POINTCLOUD_TO_DEPTH_PARAMS",
     "PUBLISHED_METHODS",
     "DepthCompletionNodeConfig",
+    "DeskewConfig",
     "ExtrinsicsConfig",
     "OutputConfig",
     "ParamSpec",
@@ -90,6 +91,27 @@ class ExtrinsicsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeskewConfig:
+    """LiDAR motion compensation between decode and projection (see `ros/deskew.py`).
+
+    `mode`: "off", "auto" (compensate when ego motion is available, else pass through with one warning) or
+    "on" (a frame without ego motion is skipped with a throttled error).  `motion_source`: "tf"
+    (`odom_frame` -> the cloud's frame, interpolated), "twist" (geometry_msgs/TwistStamped), "odometry"
+    (nav_msgs/Odometry), "imu" (sensor_msgs/Imu angular rate, rotation only) on `motion_topic`, or "none".
+    Point times: a per-point time field when the cloud has one (`time_unit` "auto" detects the unit), else the
+    azimuth model (`scan_period` s per revolution, 0 = the whole cloud at its stamp; `clockwise` seen from above).
+    """
+
+    mode: str = "auto"
+    motion_source: str = "tf"
+    odom_frame: str = "odom"
+    motion_topic: str = "ego_motion"
+    scan_period: float = 0.1
+    clockwise: bool = True
+    time_unit: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """Optional outputs (changeable at run time); each is built and published only while it has a subscriber."""
 
@@ -115,6 +137,7 @@ class DepthCompletionNodeConfig:
     sync: SyncConfig = SyncConfig()
     qos: QosConfig = QosConfig()
     extrinsics: ExtrinsicsConfig = ExtrinsicsConfig()
+    deskew: DeskewConfig = DeskewConfig()
     outputs: OutputConfig = OutputConfig()
     input_timeout_s: float = 5.0
     debug_delay_ms: int = 0
@@ -132,11 +155,61 @@ class PointcloudToDepthNodeConfig:
     sync: SyncConfig = SyncConfig()
     qos: QosConfig = QosConfig()
     extrinsics: ExtrinsicsConfig = ExtrinsicsConfig()
+    deskew: DeskewConfig = DeskewConfig()
 
 
 PUBLISHED_METHODS = ("penet", "enet", "cspn-nyu")
 """The published models (`core/published/`); their checkpoints come from `depth-completion import-weights`."""
 METHODS = ("default", "cspn", *PUBLISHED_METHODS)
+
+_DESKEW: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        name="deskew",
+        default="auto",
+        kind="str",
+        choices=("off", "auto", "on"),
+        description="LiDAR motion compensation: auto = when ego motion is available (else one warning), "
+        "on = required (frames without ego motion are skipped)",
+    ),
+    ParamSpec(
+        name="deskew_motion_source",
+        default="tf",
+        kind="str",
+        choices=("tf", "twist", "odometry", "imu", "none"),
+        description="Ego motion: tf odom_frame -> cloud frame, a TwistStamped / Odometry topic, Imu angular rate "
+        "(rotation only), or none",
+    ),
+    ParamSpec(name="odom_frame", default="odom", kind="str", description="Fixed frame of the tf ego motion"),
+    ParamSpec(
+        name="deskew_motion_topic",
+        default="ego_motion",
+        kind="str",
+        description="TwistStamped / Odometry / Imu topic (deskew_motion_source twist, odometry, imu)",
+    ),
+    ParamSpec(
+        name="deskew_scan_period",
+        default=0.1,
+        kind="float",
+        low=0.0,
+        high=10.0,
+        description="Azimuth model (clouds without a time field): s per revolution, header stamp = facing +x; "
+        "0 = every point at the stamp",
+    ),
+    ParamSpec(
+        name="deskew_clockwise",
+        default=True,
+        kind="bool",
+        description="Azimuth model: the LiDAR spins clockwise seen from above (Velodyne, Ouster, Hesai)",
+    ),
+    ParamSpec(
+        name="deskew_time_unit",
+        default="auto",
+        kind="str",
+        choices=("auto", "s", "ms", "us", "ns"),
+        description="Unit of the per-point time field (t, time, timestamp, time_offset, offset_time, "
+        "time_sec+time_nsec); auto detects it",
+    ),
+)
 
 _COMMON: tuple[ParamSpec, ...] = (
     ParamSpec(name="camera_info_topic", default="rgb/camera_info", kind="str", description="RGB CameraInfo topic"),
@@ -181,6 +254,7 @@ _COMMON: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(name="kitti_camera_index", default=2, kind="int", low=0, high=3, description="KITTI camera (2 = left)"),
     ParamSpec(name="use_tf", default=True, kind="bool", description="Look extrinsics up in tf when not set above"),
+    *_DESKEW,
 )
 
 DEPTH_COMPLETION_PARAMS: tuple[ParamSpec, ...] = (
@@ -303,6 +377,9 @@ DYNAMIC_PARAMS = frozenset(p.name for p in DEPTH_COMPLETION_PARAMS if p.dynamic)
 """Parameters of depth_completion_node changeable at run time."""
 
 
+_ON_OFF = frozenset({"on", "off"})
+
+
 def _fail(name: str, why: str) -> ValueError:
     return ValueError(f"invalid parameter '{name}': {why}")
 
@@ -326,6 +403,8 @@ def _checked(spec: ParamSpec, value: Any) -> Any:
             raise _fail(name, f"expected a finite number, got {value!r}")
         value = float(value)
     elif spec.kind == "str":
+        if isinstance(value, bool) and set(spec.choices) >= _ON_OFF:
+            value = "on" if value else "off"  # ROS and YAML 1.1 read unquoted on / off as booleans
         if not isinstance(value, str):
             raise _fail(name, f"expected a string, got {value!r}")
         if spec.choices and value not in spec.choices:
@@ -403,6 +482,24 @@ def _extrinsics(v: Mapping[str, Any]) -> ExtrinsicsConfig:
     )
 
 
+def _deskew(v: Mapping[str, Any]) -> DeskewConfig:
+    if v["deskew"] == "on" and v["deskew_motion_source"] == "none":
+        raise _fail("deskew_motion_source", "none, but deskew is on (compensation required): name an ego-motion source")
+    if v["deskew_motion_source"] == "tf" and not v["odom_frame"].strip("/"):
+        raise _fail("odom_frame", "empty; name the fixed frame of the ego motion (e.g. odom)")
+    if v["deskew_motion_source"] in ("twist", "odometry", "imu") and not v["deskew_motion_topic"]:
+        raise _fail("deskew_motion_topic", f"empty, but deskew_motion_source is {v['deskew_motion_source']}")
+    return DeskewConfig(
+        mode=v["deskew"],
+        motion_source=v["deskew_motion_source"],
+        odom_frame=v["odom_frame"].strip("/"),
+        motion_topic=v["deskew_motion_topic"],
+        scan_period=v["deskew_scan_period"],
+        clockwise=v["deskew_clockwise"],
+        time_unit=v["deskew_time_unit"],
+    )
+
+
 def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeConfig:
     """Validated config of depth_completion_node from parameter values (missing names take defaults).
 
@@ -446,6 +543,7 @@ def depth_completion_config(values: Mapping[str, Any]) -> DepthCompletionNodeCon
         sync=SyncConfig(queue_size=v["queue_size"], slop=v["slop"]),
         qos=QosConfig(reliability=v["qos_reliability"], depth=v["qos_depth"]),
         extrinsics=_extrinsics(v),
+        deskew=_deskew(v),
         outputs=OutputConfig(
             publish_points=v["publish_points"],
             points_decimation=v["points_decimation"],
@@ -497,6 +595,7 @@ def pointcloud_to_depth_config(values: Mapping[str, Any]) -> PointcloudToDepthNo
         sync=SyncConfig(queue_size=v["queue_size"], slop=v["slop"]),
         qos=QosConfig(reliability=v["qos_reliability"], depth=v["qos_depth"]),
         extrinsics=_extrinsics(v),
+        deskew=_deskew(v),
     )
 
 
@@ -546,6 +645,8 @@ def declare_parameters(node: Any, specs: Iterable[ParamSpec]) -> None:
             ]
         elif spec.kind == "int" and spec.low is not None and spec.high is not None:
             descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+        if spec.kind == "str" and set(spec.choices) >= _ON_OFF:
+            descriptor.dynamic_typing = True  # `deskew:=off` arrives as a bool; the config function maps it
         if spec.kind == "float_array":
             # unset by default; ints or floats accepted from YAML (converted and checked by the config function).
             # A dumped unset value (`null`, which rcl reads as a string) keeps the parameter unset: dumps round-trip.

@@ -2,9 +2,10 @@
 
 Subscribes (relative, remappable, sensor-data QoS by default): `lidar/points` (PointCloud2),
 `rgb/camera_info` (the target camera's CameraInfo).  Publishes (reliable), as image_pipeline's registered depth:
-`depth_registered/image` (32FC1 metres, NaN = no return, header: the camera's frame_id and the cloud's stamp) and
-`depth_registered/camera_info` (the CameraInfo with that header); names that never collide with
-depth_completion_node's outputs in the same namespace, and that its depth input can be remapped to.
+`depth_registered/image` (32FC1 metres, NaN = no return, header: the camera's frame_id and the cloud's stamp, or
+the CameraInfo's when the cloud was motion-compensated to it, see ros/deskew.py) and `depth_registered/camera_info`
+(the CameraInfo with that header); names that never collide with depth_completion_node's outputs in the same
+namespace, and that its depth input can be remapped to.
 Same projection (core.projection.project_points) and extrinsics (parameters, KITTI dir, tf) as
 depth_completion_node.  The projection is cheap, so it runs in the subscription callback.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from rclpy.node import Node
 
 from depth_completion_ros.core.errors import DepthCompletionError, ShapeError
-from depth_completion_ros.core.projection import finite_points, project_points
+from depth_completion_ros.core.projection import project_points
 from depth_completion_ros.ros.depth_completion_node import (
     InputMonitor,
     Throttle,
@@ -56,6 +57,9 @@ class PointcloudToDepthNode(Node):
         )
         cfg = self.config
         self.extrinsics = ExtrinsicsProvider(cfg.extrinsics, self)
+        from depth_completion_ros.ros.deskew import Deskewer
+
+        self.deskew = Deskewer.for_node(self, cfg.deskew, self.extrinsics)  # motion compensation stage
         self.throttle = Throttle(2.0)
         self.frames_processed = 0
         self.frames_failed = 0
@@ -95,15 +99,16 @@ class PointcloudToDepthNode(Node):
         cfg = self.config
         t0 = time.monotonic()
         camera = conv.camera_info_to_model(info, rectified=cfg.rectified)
-        points = conv.pointcloud2_to_xyz(cloud)
-        points = finite_points(points)
+        points, times = self.deskew.decode(cloud)  # finite points (+ per-point times when present)
         if len(points) == 0:
             raise ShapeError(f"PointCloud2 on {cfg.points_topic} has no finite points")
+        # de-skewed points describe the CameraInfo's instant, which then stamps the output
+        points, stamp = self.deskew.apply(points, times, cloud.header, info.header.stamp)
         T = self.extrinsics.lookup(info.header.frame_id, cloud.header.frame_id, cloud.header.stamp)
         depth = project_points(points, T, camera, min_depth=cfg.min_depth, max_depth=cfg.max_depth)
         header = type(info.header)()
         header.frame_id = info.header.frame_id
-        header.stamp = cloud.header.stamp
+        header.stamp = stamp
         self.pub_depth.publish(conv.depth_metres_to_image(depth, header))
         info_out = type(info)()
         info_out.header = header

@@ -7,6 +7,10 @@
 3. Writes what came back into OUT: dense depth and sparse depth (KITTI uint16 PNG), confidence (16-bit PNG,
    [0, 1] x 65535), colourized previews, `metrics.json` (KITTI metrics when ground truth exists, the same input
    completed offline through the core API for comparison, and latency from `stats`).
+
+`--lidar` picks how the KITTI scan reaches the node: `offline` (default: de-skewed by `kitti-to-bag`), `live`
+(raw scans plus the /tf odometry of `kitti-to-bag --odometry`: the node's deskew stage compensates them) or
+`raw` (raw scans, no ego motion); `--param NAME:=VALUE` sets further node parameters (e.g. `deskew:=off`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from depth_completion_ros.core.errors import DepthCompletionError
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
 from depth_completion_ros.core.units import kitti_png_to_metres, metres_to_kitti_png
 from depth_completion_ros.core.visualize import colorize_confidence, colorize_depth
-from depth_completion_ros.tools.kitti_to_bag import TOPICS, KittiFrame, iter_kitti_frames, write_bag
+from depth_completion_ros.tools.kitti_to_bag import (
+    TOPICS,
+    KittiFrame,
+    iter_kitti_frames,
+    read_T_velo_from_imu,
+    write_bag,
+)
 from depth_completion_ros.tools.project import default_kitti_dir
 
 __all__ = ["add_arguments", "run"]
@@ -53,18 +63,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="", help="safetensors checkpoint for --method cspn")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the node's outputs")
+    parser.add_argument(
+        "--lidar",
+        choices=("offline", "live", "raw"),
+        default="offline",
+        help="KITTI scans de-skewed offline, raw + odometry (the node de-skews live), or raw",
+    )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)"
+    )
 
 
 def _build_bag(args: argparse.Namespace, bag: Path) -> tuple[KittiCalibration, np.ndarray, np.ndarray | None, str]:
     """Write the input bag; returns calibration, the RGB frame, ground truth (or None) and a source label."""
     kitti_dir = args.kitti_dir or (None if args.synthetic else default_kitti_dir())
     if kitti_dir is not None and Path(kitti_dir).is_dir():
-        calib, frames, _ = iter_kitti_frames(Path(kitti_dir), repeat=args.frames)
+        offline = args.lidar == "offline"
+        calib, frames, _ = iter_kitti_frames(Path(kitti_dir), repeat=args.frames, deskew=offline)
         first = next(iter_kitti_frames(Path(kitti_dir))[1])
         gt_png = Path(kitti_dir) / "depth_completion" / "groundtruth_image_02.png"
         gt = kitti_png_to_metres(cv2.imread(str(gt_png), cv2.IMREAD_UNCHANGED)) if gt_png.is_file() else None
-        write_bag(bag, calib, frames)
-        return calib, first.rgb, gt, f"KITTI frame {kitti_dir}"
+        T_velo_from_imu = read_T_velo_from_imu(Path(kitti_dir)) if args.lidar == "live" else None
+        write_bag(bag, calib, frames, T_velo_from_imu=T_velo_from_imu)
+        scans = {"offline": "de-skewed offline", "live": "raw + /tf odometry", "raw": "raw"}[args.lidar]
+        return calib, first.rgb, gt, f"KITTI frame {kitti_dir} ({scans} scans)"
     from depth_completion_ros.data.synthetic import generate_scene
 
     scene = generate_scene(seed=0)
@@ -110,6 +132,8 @@ def _node_command(calib: KittiCalibration, args: argparse.Namespace) -> list[str
     cmd += ["-p", f"extrinsic_matrix:=[{matrix}]", "-p", f"method:={args.method}", "-p", f"device:={args.device}"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
+    for param in getattr(args, "param", []):
+        cmd += ["-p", param]
     for src, dst in NODE_REMAPS.items():
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
@@ -230,6 +254,8 @@ def _write_results(
     both = (dense > 0) & (offline > 0)
     report: dict[str, Any] = {
         "source": source,
+        "lidar": getattr(args, "lidar", "offline"),
+        "node_params": list(getattr(args, "param", [])),
         "method": args.method,
         "model": completer.model_name,
         "device": completer.device_name,
@@ -256,6 +282,8 @@ def _write_results(
         m_offline = compute_metrics(offline, gt)
         report["metrics_node"] = m_node.as_dict()
         report["metrics_offline"] = m_offline.as_dict()
+        # the projected points themselves, where they and the ground truth exist
+        report["metrics_sparse_input"] = compute_metrics(sparse, np.where(sparse > 0, gt, 0.0)).as_dict()
         report["confidence"] = {
             k: v for k, v in sparsification(dense, gt, confidence).items() if k in ("ause_mm", "rmse_ratio_top50")
         }

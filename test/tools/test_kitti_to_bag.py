@@ -44,12 +44,15 @@ def _read(bag: Path) -> dict[str, list[tuple[int, object]]]:
         for conn, t, raw in reader.messages():
             out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
         types = {c.topic: c.msgtype for c in reader.connections}
-    assert types == {
+    expected = {
         TOPICS["image"]: "sensor_msgs/msg/Image",
         TOPICS["camera_info"]: "sensor_msgs/msg/CameraInfo",
         TOPICS["points"]: "sensor_msgs/msg/PointCloud2",
         TOPICS["tf_static"]: "tf2_msgs/msg/TFMessage",
     }
+    if "/tf" in types:  # --odometry
+        expected.update({"/tf": "tf2_msgs/msg/TFMessage", "/kitti/oxts/twist": "geometry_msgs/msg/TwistStamped"})
+    assert types == expected
     return out
 
 
@@ -95,3 +98,39 @@ def test_shared_frame_repeated(kitti_dc_dir: Path, tmp_path: Path) -> None:
     assert info.p[0] == pytest.approx(721.5377)
     cloud = msgs[TOPICS["points"]][0][1]
     assert cloud.width * cloud.height == 121948
+
+
+def test_shared_frame_raw_with_odometry(kitti_dc_dir: Path, tmp_path: Path) -> None:
+    """--odometry: raw scans, and /tf whose LiDAR motion is the OXTS velocity the offline de-skew uses."""
+    from depth_completion_ros.core.calibration import read_kitti_oxts_motion
+    from depth_completion_ros.core.projection import twist_from_poses
+    from depth_completion_ros.ros.extrinsics import TransformBuffer
+    from depth_completion_ros.tools.kitti_to_bag import ODOMETRY_TOPICS, VELO_FRAME
+
+    bag = tmp_path / "bag"
+    argv = ["kitti-to-bag", str(kitti_dc_dir), "--out", str(bag), "--repeat", "2", "--odometry"]  # implies raw
+    assert main(argv) == 0
+    msgs = _read(bag)
+    raw = np.fromfile(kitti_dc_dir / "raw" / "lidar_data.bin", np.float32).reshape(-1, 4)
+    cloud = msgs[TOPICS["points"]][0][1]
+    xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 4)[:, :3]
+    assert np.array_equal(xyz, raw[:, :3])  # not de-skewed
+    buf = TransformBuffer()
+    for topic, static in ((TOPICS["tf_static"], True), (ODOMETRY_TOPICS["tf"], False)):
+        for _, m in msgs[topic]:
+            buf.add_tf_message(m, static=static)
+    stamp = cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec
+    # every tf knot is logged before the cloud that needs it (the scan's end)
+    cloud_log = msgs[TOPICS["points"]][0][0]
+    assert max(t for t, m in msgs[ODOMETRY_TOPICS["tf"]] if t <= cloud_log) >= stamp + 50_000_000
+    T0 = buf.lookup("odom", VELO_FRAME, stamp - 50_000_000)
+    T1 = buf.lookup("odom", VELO_FRAME, stamp + 50_000_000)
+    v, w = twist_from_poses(T0, T1, 0.1)
+    v_ref, w_ref = read_kitti_oxts_motion(
+        kitti_dc_dir / "raw" / "imu_data.txt", kitti_dc_dir / "raw" / "calib_imu_to_velo.txt"
+    )
+    # equal up to the calibration rotation's departure from orthonormality (tf carries it as a unit quaternion)
+    assert np.allclose(w, w_ref, atol=1e-7) and np.allclose(v, v_ref, atol=1e-3)
+    # the camera hangs below the LiDAR in the same tree
+    T_cam = buf.lookup("kitti_camera_optical", VELO_FRAME, stamp)
+    assert np.isfinite(T_cam).all() and len(msgs[ODOMETRY_TOPICS["twist"]]) == 2
