@@ -63,10 +63,10 @@ def test_node_compensates_with_tf_and_warns_once_without(start_node, ros_peer, m
     pub_info = ros_peer.publisher(CameraInfo, "/rgb/camera_info")
     pub_cloud = ros_peer.publisher(PointCloud2, "/lidar/points")
     pub_tf = ros_peer.publisher(TFMessage, "/tf")
-    out_depth = ros_peer.collector(Image, "/sparse_depth")
+    out_depth = ros_peer.collector(Image, "/depth_registered/image")
     for pub in (pub_info, pub_cloud, pub_tf):
         ros_peer.wait_for_subscribers(pub)
-    ros_peer.wait_for_publishers("/sparse_depth")
+    ros_peer.wait_for_publishers("/depth_registered/image")
     time.sleep(0.5)
 
     # Points that land at known pixels and depths when seen from the LiDAR at the camera's instant.
