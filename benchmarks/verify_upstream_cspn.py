@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,13 +46,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity  # noqa: E402
 from depth_completion_ros.core.published.cspn_nyu import (  # noqa: E402
     ARCHITECTURE,
     CSPNNYUConfig,
     CSPNNYUNet,
     authors_to_gather,
 )
-from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity  # noqa: E402
 
 TUM = ROOT.parent / "shared" / "data" / "tum_rgbd_frame"
 TUM_DEPTH_SCALE = 5000.0  # TUM depth PNG: metres = value / 5000
@@ -191,7 +190,7 @@ def prepare_frame(code: Path, seed: int, n_sample: int) -> dict[str, torch.Tenso
     ds.rgbd_frame = types.SimpleNamespace(iloc={(0, 0): "tum.h5"})  # one row; read through load_h5 below
     ds.root_dir, ds.split, ds.input_format, ds.n_sample = ".", "val", "hdf5", n_sample
     ds.load_h5 = lambda _name: (rgb, metres)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - their loader draws from the legacy global generator
     torch.manual_seed(seed)
     return ds[0]
 
@@ -352,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     load = os.getloadavg()
-    print(f"CPU count {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}, torch {torch.__version__}")
+    print(
+        f"CPU count {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average {load[0]:.2f} "
+        f"{load[1]:.2f} {load[2]:.2f}, torch {torch.__version__}"
+    )
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="cspn_upstream_") as tmp:
         tmp_path = Path(tmp)
@@ -406,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             worst = max(worst, d_raw, d_pred)
             print(
                 f"{label:7s} ({norm:8s}): |authors| <= {theirs.abs().max().item():.3f} m; max |ours - authors| "
-                f"{d_raw:.2e} m (network output), {d_pred:.2e} m (pred, >= 0), {d_plain:.2e} m (our plain path); with the measurements re-imposed "
+                f"{d_raw:.2e} m (network output), {d_pred:.2e} m (pred, >= 0), {d_plain:.2e} m (our plain path); "
+                f"with the measurements re-imposed "
                 f"(our default): {at_sparse:.3f} m at the sparse pixels, {elsewhere:.3f} m elsewhere"
             )
             if args.bench:
