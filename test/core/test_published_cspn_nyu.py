@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from depth_completion_ros.core.errors import CalibrationError
+from depth_completion_ros.core.errors import CalibrationError, ShapeError
 from depth_completion_ros.core.propagation import NEIGHBOUR_OFFSETS, cspn_propagate, normalize_affinity
 from depth_completion_ros.core.published.cspn_nyu import (
     ARCHITECTURE,
@@ -161,6 +161,9 @@ def test_input_scaling_runs_at_the_training_scale_and_returns_the_input_size(net
             pred = net(rgb, sparse)["pred"]
         assert pred.shape == (1, 1, 49, 65)
         assert torch.equal(pred[sparse > 0], sparse[sparse > 0])
+        K_tiny = torch.tensor([[[1.0, 0, 32], [0, 1.0, 24], [0, 0, 1]]])  # x259: bounded, refused before compute
+        with pytest.raises(ShapeError, match="at most"):
+            net(rgb, sparse, K_tiny)
         net.config = dataclasses.replace(old, input_scaling="focal")
         with pytest.raises(CalibrationError, match="needs the intrinsics"):
             net(rgb, sparse)

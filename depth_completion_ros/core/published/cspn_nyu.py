@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import CalibrationError, check_shape
+from ..errors import CalibrationError, ShapeError, check_shape
 from ..propagation import NEIGHBOUR_OFFSETS, cspn_propagate, normalize_affinity
 from .base import Architecture, register
 
@@ -75,6 +75,7 @@ NYU_NETWORK_FOCAL_PX = 518.8579 / 2
 INPUT_SCALINGS = ("auto", "focal", "short_side", "none")
 NORMALIZATIONS = ("8sum", "8sum_abs")
 _MAX_ITERATIONS = 256
+_MAX_NETWORK_SIDE = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -428,6 +429,10 @@ class CSPNNYUNet(nn.Module):
         """See `base`: rgb (B, 3, H, W) in [0, 255], sparse (B, 1, H, W) metres (0 = missing), K (B, 3, 3) or None.
 
         Returns {"pred": (B, 1, H, W) float32 metres >= 0 (0 = no estimate), "confidence": None}.
+
+        Raises:
+            ShapeError: wrong shapes, or a scaled network input over 4096 px a side.
+            CalibrationError: "focal" scaling without K, or a non-positive fx.
         """
         bound = check_shape("rgb", rgb.shape, ("B", 3, "H", "W"))
         B, H, W = bound["B"], bound["H"], bound["W"]
@@ -437,6 +442,10 @@ class CSPNNYUNet(nn.Module):
         rgb, sparse = rgb.float(), torch.nan_to_num(sparse.float(), nan=0.0, posinf=0.0, neginf=0.0)
         s = self.network_scale(H, W, K)
         h, w = max(1, round(H * s)), max(1, round(W * s))
+        if max(h, w) > _MAX_NETWORK_SIDE:
+            raise ShapeError(
+                f"cspn-nyu: the network input would be {h}x{w} px (scale {s:.3g}); at most {_MAX_NETWORK_SIDE}"
+            )
         if (h, w) == (H, W):
             pred = self.run_network(self.encode_rgb(rgb), sparse)
         else:
