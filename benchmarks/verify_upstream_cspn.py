@@ -260,15 +260,25 @@ def _import(path: Path, config: CSPNNYUConfig) -> nn.Module:
 # Timing
 
 
-def _median_s(fn, repeats: int, warmup: int = 1) -> float:
+def _median_s(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of `repeats` calls after `warmup` calls.  On a shared machine the CPU
+    time (this process's, all its threads) is the steadier figure: being descheduled does not count."""
     for _ in range(warmup):
         fn()
-    samples = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def _fmt(label: str, t: tuple[float, float], base: tuple[float, float] | None = None) -> str:
+    text = f"{label} {t[0] * 1e3:8.1f} ms wall {t[1] * 1e3:8.1f} ms CPU"
+    if base is not None:
+        text += f" (ratio {t[0] / base[0]:.3f} wall, {t[1] / base[1]:.3f} CPU)"
+    return text
 
 
 def bench_propagation(code: Path, norm_type: str, repeats: int) -> None:
@@ -299,10 +309,10 @@ def bench_propagation(code: Path, norm_type: str, repeats: int) -> None:
     t_theirs = _median_s(theirs, repeats)
     t_ours = _median_s(ours, repeats)
     t_ours_m = _median_s(lambda: ours(False), repeats)
-    print(
-        f"propagation 24 steps {W}x{H} {norm_type:8s}: authors {t_theirs * 1e3:8.1f} ms  ours {t_ours * 1e3:7.1f} ms "
-        f"(ratio {t_ours / t_theirs:.3f}; max |d| {diff:.2e} m)  ours re-imposing measurements {t_ours_m * 1e3:7.1f} ms"
-    )
+    print(f"propagation, 24 steps, {W}x{H}, {norm_type} (max |ours - authors| {diff:.2e} m):")
+    print("  " + _fmt("authors' Affinity_Propagate         ", t_theirs))
+    print("  " + _fmt("ours (their H0 re-imposition)       ", t_ours, t_theirs))
+    print("  " + _fmt("ours (re-imposing the measurements) ", t_ours_m, t_theirs))
 
 
 def bench_model(authors_net: nn.Module, ours_net: nn.Module, rgbd: torch.Tensor, rgb, sparse, repeats: int) -> None:
@@ -316,15 +326,16 @@ def bench_model(authors_net: nn.Module, ours_net: nn.Module, rgbd: torch.Tensor,
         with torch.inference_mode():
             return ours_net(rgb, sparse)["pred"]
 
+    diff = (theirs().clamp_min(0) - ours()).abs().max().item()
     t_theirs = _median_s(theirs, repeats)
     t_ours = _median_s(ours, repeats)
     ours_net.to(memory_format=torch.channels_last)
     t_cl = _median_s(ours, repeats)
     ours_net.to(memory_format=torch.contiguous_format)
-    print(
-        f"whole model 304x228 per frame: authors {t_theirs * 1e3:8.1f} ms  ours {t_ours * 1e3:8.1f} ms "
-        f"(ratio {t_ours / t_theirs:.3f})  ours channels_last {t_cl * 1e3:8.1f} ms (ratio {t_cl / t_theirs:.3f})"
-    )
+    print(f"whole model per frame, 304x228 (max |ours - authors| {diff:.2e} m):")
+    print("  " + _fmt("authors' model (eval, no_grad)      ", t_theirs))
+    print("  " + _fmt("ours (inference_mode)               ", t_ours, t_theirs))
+    print("  " + _fmt("ours, channels_last                 ", t_cl, t_theirs))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-sample", type=int, default=500, help="sparse samples (their eval script: 500)")
     ap.add_argument("--bench", action="store_true", help="also time propagation and whole model")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier when shared)")
     ap.add_argument("--write-authors-manifest", action="store_true", help="write manifests/cspn_nyu_authors.json")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     load = os.getloadavg()
     print(
