@@ -194,11 +194,29 @@ def _fast(module: nn.Module) -> bool:
     return not module.training and not torch.is_grad_enabled()
 
 
+_GEMM_MAX_POSITIONS = 128
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> Tensor:
+    """`F.conv2d` (square stride and padding); maps of at most 128 output positions (the 1/32-scale stages) as an
+    unfold and one matrix product (k > 1): with 2048 channels MKL's GEMM takes ~0.6× oneDNN's convolution time there."""
+    B, _, H, W = x.shape
+    cout, _, kh, kw = weight.shape
+    oh, ow = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
+    if oh * ow > _GEMM_MAX_POSITIONS or kh * kw == 1:
+        return F.conv2d(x, weight, bias, stride, padding)
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (B, C·kh·kw, oh·ow)
+    out = torch.matmul(weight.reshape(cout, -1), cols)
+    if bias is not None:
+        out += bias[:, None]
+    return out.reshape(B, cout, oh, ow)
+
+
 def _conv_bn(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, cache: _Cache, fast: bool) -> Tensor:
     if not fast:
         return bn(conv(x))
     w, b = cache.get(_tensors(conv, bn), lambda: _folded(conv, bn))
-    return F.conv2d(x, w, b, conv.stride, conv.padding)
+    return conv2d(x, w, b, conv.stride[0], conv.padding[0])
 
 
 class Bottleneck(nn.Module):
@@ -265,7 +283,7 @@ def unpool_conv(
     for kern, r0, c0 in kernels:
         kh, kw = kern.shape[-2:]
         window = xp[:, :, r0 + pad : r0 + pad + h + kh - 1, c0 + pad : c0 + pad + w + kw - 1]
-        outs.append(F.conv2d(window, kern, bias))
+        outs.append(conv2d(window, kern, bias))
     C = outs[0].shape[1]
     y = F.pixel_shuffle(torch.stack(outs, dim=2).reshape(B, 4 * C, h, w), 2)
     return y[:, :, : size[0], : size[1]]
