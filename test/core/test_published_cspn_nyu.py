@@ -20,6 +20,7 @@ from depth_completion_ros.core.published.cspn_nyu import (
     _subpixel_kernels,
     authors_key,
     authors_to_gather,
+    conv2d,
     resample_sparse,
     unpool2,
     unpool_conv,
@@ -214,6 +215,19 @@ def test_subpixel_unpool_conv_equals_conv_of_the_unpooled_map(k: int, h: int, w:
     got = unpool_conv(x, _subpixel_kernels(weight), bias, size)
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("k", "stride", "padding", "size"), [(3, 1, 1, (8, 10)), (3, 2, 1, (15, 19)), (2, 1, 0, (5, 3))]
+)
+def test_small_map_convolution_as_gemm_equals_conv2d(k: int, stride: int, padding: int, size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(k + stride)
+    x = torch.randn(2, 6, *size, generator=g, dtype=torch.float64)
+    weight = torch.randn(5, 6, k, k, generator=g, dtype=torch.float64)
+    bias = torch.randn(5, generator=g, dtype=torch.float64)
+    ref = F.conv2d(x, weight, bias, stride, padding)
+    assert ref.shape[-2] * ref.shape[-1] <= 128  # the GEMM branch
+    torch.testing.assert_close(conv2d(x, weight, bias, stride, padding), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_fused_inference_path_equals_the_plain_path(net: CSPNNYUNet) -> None:
