@@ -79,11 +79,13 @@ def extract_sources(src: Path, dest: Path) -> Path:
     raise SystemExit(f"error: no cspn_pytorch/models/torch_resnet_cspn_nyu.py under {src}")
 
 
-def patch_sources(code: Path) -> None:
-    """CPU and current NumPy / PyTorch: `.cuda()` removed, `np.int(` -> `int(`, `copy=False` dropped."""
+def patch_sources(code: Path, *, keep_cuda: bool = False) -> None:
+    """Current NumPy / PyTorch: `np.int(` -> `int(`, `copy=False` dropped; for the CPU `.cuda()` removed."""
     for path in [*code.glob("*.py"), *code.glob("models/*.py")]:
         text = path.read_text()
-        new = text.replace(".cuda()", "").replace("np.int(", "int(").replace(", copy=False", "")
+        new = text.replace("np.int(", "int(").replace(", copy=False", "")
+        if not keep_cuda:
+            new = new.replace(".cuda()", "")
         if new != text:
             path.write_text(new)
 
@@ -171,15 +173,15 @@ def install_stand_ins(folder: Path) -> None:
 # Input: the TUM frame through their NYU evaluation loader
 
 
-def prepare_frame(code: Path, seed: int, n_sample: int) -> dict[str, torch.Tensor]:
+def prepare_frame(code: Path, seed: int, n_sample: int, tum: Path = TUM) -> dict[str, torch.Tensor]:
     """Their `eval_nyu_dataset_loader.NyuDepthDataset(split="val")[0]` on the TUM frame: rgbd (4, 228, 304) as
     their network reads it, raw_rgb (3, 228, 304) in [0, 1], depth (1, 228, 304) metres."""
     import cv2
 
-    bgr = cv2.imread(str(TUM / "TUM_color.png"), cv2.IMREAD_COLOR)
-    depth = cv2.imread(str(TUM / "TUM_depth.png"), cv2.IMREAD_UNCHANGED)
+    bgr = cv2.imread(str(tum / "TUM_color.png"), cv2.IMREAD_COLOR)
+    depth = cv2.imread(str(tum / "TUM_depth.png"), cv2.IMREAD_UNCHANGED)
     if bgr is None or depth is None:
-        raise SystemExit(f"error: cannot read the TUM frame under {TUM}")
+        raise SystemExit(f"error: cannot read the TUM frame under {tum}")
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
     metres = depth.astype(np.float32) / TUM_DEPTH_SCALE
 
@@ -341,6 +343,105 @@ def bench_model(authors_net: nn.Module, ours_net: nn.Module, rgbd: torch.Tensor,
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _sync_median_ms(fn, device: torch.device, repeats: int = 10, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        samples.append(time.perf_counter() - t0)
+    return float(np.median(samples)) * 1e3
+
+
+def gpu_check(device: torch.device, src: Path | None) -> list[dict[str, object]] | None:
+    """`benchmarks/gpu_check` part 1: the authors' 24-step propagation (their CUDA code, unpatched but for NumPy)
+    against ours on `device` at 1216×352, both normalizations, and the whole model at 228×304 (seeded random
+    weights, their H0 re-imposition); one row each: max |Δ| (m) and synchronized median times.  None without
+    `src` (the authors' sources)."""
+    if src is None:
+        return None
+    import importlib.util
+
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="cspn_gpu_check_") as tmp:
+        code = extract_sources(Path(src).resolve(), Path(tmp))
+        patch_sources(code, keep_cuda=device.type == "cuda")
+        sys.path.insert(0, str(code / "models"))
+        try:
+            spec = importlib.util.spec_from_file_location("_authors_cspn", code / "models" / "cspn.py")
+            theirs_mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(theirs_mod)  # type: ignore[union-attr]
+            H, W = 352, 1216
+            gen = torch.Generator().manual_seed(3)
+            guidance = torch.randn(1, 8, H, W, generator=gen).to(device)
+            blur = (torch.rand(1, 1, H, W, generator=gen) * 10).to(device)
+            sparse = ((torch.rand(1, 1, H, W, generator=gen) < 0.05) * torch.rand(1, 1, H, W, generator=gen) * 10).to(
+                device
+            )
+            for norm in ("8sum_abs", "8sum"):
+                prop = theirs_mod.Affinity_Propagate(24, 3, norm_type=norm)
+
+                def theirs(prop=prop):
+                    with torch.no_grad():
+                        return prop(guidance, blur, sparse)
+
+                def ours(norm=norm):
+                    with torch.inference_mode():
+                        aff = normalize_affinity(authors_to_gather(guidance), norm)
+                        aff.mul_(sparse <= 0)
+                        return cspn_propagate(blur, aff, iterations=24, normalized=True)
+
+                rows.append(
+                    {
+                        "check": f"cspn-nyu propagation 24 steps {W}x{H} {norm} ({device.type})",
+                        "max_abs_diff_m": (theirs() - ours()).abs().max().item(),
+                        "ours_ms": _sync_median_ms(ours, device),
+                        "authors_ms": _sync_median_ms(theirs, device),
+                    }
+                )
+            spec = importlib.util.spec_from_file_location(
+                "_authors_cspn_nyu", code / "models" / "torch_resnet_cspn_nyu.py"
+            )
+            model_mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(model_mod)  # type: ignore[union-attr]
+            torch.manual_seed(0)
+            authors_net = model_mod.resnet50(cspn_config={"step": 24, "norm_type": "8sum"}).to(device).eval()
+            rgb = (torch.rand(1, 3, 228, 304, generator=gen) * 255).round().to(device)
+            sp = (torch.rand(1, 1, 228, 304, generator=gen) < 0.01) * torch.rand(1, 1, 228, 304, generator=gen) * 5
+            sp = sp.to(device)
+            ours_net = CSPNNYUNet(CSPNNYUConfig(input_scaling="none", authors_reimpose=True)).to(device)
+            x = torch.cat([ours_net.encode_rgb(rgb), sp], dim=1)
+            with torch.no_grad():  # their output is linear in the depth head: scale it to within +-10 m
+                authors_net.gud_up_proj_layer5.conv1.weight.mul_(10.0 / authors_net(x).abs().max())
+            state = {ARCHITECTURE.authors_key(k): v for k, v in authors_net.state_dict().items()}
+            ours_net.load_state_dict({k: v for k, v in state.items() if k is not None})
+
+            def theirs_model():
+                with torch.no_grad():
+                    return authors_net(x)
+
+            def ours_model():
+                with torch.inference_mode():
+                    return ours_net(rgb, sp)["pred"]
+
+            rows.append(
+                {
+                    "check": f"cspn-nyu whole model 304x228 ({device.type}, fp32)",
+                    "max_abs_diff_m": (theirs_model().clamp_min(0) - ours_model()).abs().max().item(),
+                    "ours_ms": _sync_median_ms(ours_model, device),
+                    "authors_ms": _sync_median_ms(theirs_model, device),
+                }
+            )
+        finally:
+            sys.path.remove(str(code / "models"))
+    return rows
+
+
 def authors_manifest(net: nn.Module) -> dict[str, list[int]]:
     """{authors' key ("module." stripped): shape} of a model that has run once (as their saved checkpoints)."""
     return {k: list(v.shape) for k, v in net.state_dict().items()}
@@ -354,6 +455,7 @@ def manifest_json(manifest: dict[str, list[int]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cspn-src", type=Path, required=True, help="the authors' sources or bare git dir")
+    ap.add_argument("--tum", type=Path, default=TUM, help="folder of TUM_color.png / TUM_depth.png")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-sample", type=int, default=500, help="sparse samples (their eval script: 500)")
     ap.add_argument("--bench", action="store_true", help="also time propagation and whole model")
@@ -380,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd = os.getcwd()
         os.chdir(code)  # their modules print and may write relative to the working directory
         try:
-            sample = prepare_frame(code, args.seed, args.n_sample)
+            sample = prepare_frame(code, args.seed, args.n_sample, args.tum.resolve())
         finally:
             os.chdir(cwd)
         rgbd = sample["rgbd"]
