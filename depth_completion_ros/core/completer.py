@@ -290,6 +290,8 @@ def _validate(rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np
         raise ShapeError(f"sparse_depth: expected float metres, got dtype {s.dtype}")
     if r.shape[:2] != s.shape:
         raise ShapeError(f"rgb size {r.shape[:2]} != sparse_depth size {s.shape}")
+    if s.size == 0:
+        raise ShapeError(f"sparse_depth: empty image {s.shape}")
     s = _clean_depth(np.ascontiguousarray(s, dtype=np.float32))
     if not (s > 0).any():
         raise DataError("sparse_depth has no valid measurement")
