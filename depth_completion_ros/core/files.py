@@ -230,9 +230,16 @@ def check_image_pixels(width: int, height: int, what: str, max_pixels: int = MAX
         )
 
 
-def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_UNCHANGED, *, max_pixels: int = MAX_IMAGE_PIXELS
-               ) -> np.ndarray:  # fmt: skip
+def read_image(
+    path: str | os.PathLike[str],
+    flags: int = cv2.IMREAD_UNCHANGED,
+    *,
+    what: str = "image",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> np.ndarray:
     """`cv2.imread(path, flags)` after checking the decoded size from the header against `max_pixels`.
+
+    `what` names the file in messages ("depth PNG", "rgb image", ...).
 
     Raises:
         DataError: file missing, not a regular file, unreadable or corrupt.
@@ -240,21 +247,23 @@ def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_UNCHANGED, 
     """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"image not found (or not a file): {p}")
+        raise DataError(f"{what} not found (or not a file): {p}")
     try:
         size = image_size(p)
     except OSError as exc:
-        raise DataError(f"cannot read image {p}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot read {what} {p}: {exc.strerror or exc}") from exc
+    except DataError as exc:
+        raise DataError(f"corrupt or unreadable {what}: {exc}") from exc
     if size is not None:
-        check_image_pixels(*size, what=str(p), max_pixels=max_pixels)
+        check_image_pixels(*size, what=f"{what} {p}", max_pixels=max_pixels)
     try:
         img = cv2.imread(str(p), flags)
     except cv2.error as exc:
-        raise DataError(f"cannot decode image {p}: {str(exc).strip().splitlines()[-1]}") from exc
+        raise DataError(f"cannot decode {what} {p}: {str(exc).strip().splitlines()[-1]}") from exc
     if img is None:
-        raise DataError(f"corrupt or unreadable image: {p}")
+        raise DataError(f"corrupt or unreadable {what}: {p}")
     if size is None:
-        check_image_pixels(img.shape[1], img.shape[0], what=str(p), max_pixels=max_pixels)
+        check_image_pixels(img.shape[1], img.shape[0], what=f"{what} {p}", max_pixels=max_pixels)
     return img
 
 

@@ -62,7 +62,7 @@ def read_rgb_png(path: Path) -> np.ndarray:
 
 def read_depth_png(path: Path) -> np.ndarray:
     """KITTI uint16 depth PNG -> (H, W) float32 metres, 0 = no data.  Raises DataError if unreadable/not uint16."""
-    png = read_image(path, cv2.IMREAD_UNCHANGED)
+    png = read_image(path, cv2.IMREAD_UNCHANGED, what="depth PNG")
     if png.ndim != 2 or png.dtype != np.uint16:
         raise DataError(
             f"depth PNG must be single-channel uint16 (value/256 = metres): {path} is {png.shape} {png.dtype}"

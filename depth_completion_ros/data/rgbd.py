@@ -207,7 +207,7 @@ class RGBDDataset(torch.utils.data.Dataset):
         if depth_path is None:
             return (fid, *_read_h5(rgb_path))
         bgr = read_image(rgb_path, cv2.IMREAD_COLOR)
-        png = read_image(depth_path, cv2.IMREAD_UNCHANGED)
+        png = read_image(depth_path, cv2.IMREAD_UNCHANGED, what="depth PNG")
         if png.ndim != 2 or png.dtype != np.uint16:
             raise DataError(f"depth PNG must be single-channel uint16: {depth_path} is {png.shape} {png.dtype}")
         return fid, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), kitti_png_to_metres(png, self.depth_scale)

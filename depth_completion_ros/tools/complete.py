@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         conf_dtype = np.uint8 if args.confidence_bits == 8 else np.uint16
         if args.out_confidence is not None:
             check_image_output(args.out_confidence, conf_dtype)
-        bgr = read_image(args.rgb, cv2.IMREAD_COLOR)
-        raw = read_image(args.sparse, cv2.IMREAD_UNCHANGED)
+        bgr = read_image(args.rgb, cv2.IMREAD_COLOR, what="rgb image")
+        raw = read_image(args.sparse, cv2.IMREAD_UNCHANGED, what="sparse depth")
         if raw.ndim != 2 or raw.dtype != np.uint16:
             return _fail(f"sparse depth must be a single-channel uint16 PNG, got {raw.dtype} {raw.shape}")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

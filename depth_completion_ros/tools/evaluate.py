@@ -85,7 +85,7 @@ def match_prediction_files(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Pat
 
 
 def _read_depth(path: Path, scale: float) -> np.ndarray:
-    png = read_image(path, cv2.IMREAD_UNCHANGED)
+    png = read_image(path, cv2.IMREAD_UNCHANGED, what="depth PNG")
     if png.ndim != 2 or png.dtype != np.uint16:
         raise DataError(f"depth PNG must be single-channel uint16: {path} is {png.shape} {png.dtype}")
     return kitti_png_to_metres(png, scale)

@@ -770,19 +770,20 @@ def _check_finite(
         gathered = [(bad, list(ids), inputs_ok)]
     if not any(b for b, _, _ in gathered):
         return
-    where = f"non-finite loss at step {step + 1}; training stopped, this batch was not trained on"
+    where = f"non-finite loss at step {step + 1}"
+    stopped = "training stopped, this batch was not trained on"
     if not _finite(model.parameters()):
         raise DataError(
-            f"{where}: the model's parameters are no longer finite, so training diverged (optim.lr is {lr:g} at "
-            "this step; lower it or set optim.grad_clip); the data is not the cause"
+            f"{where}; {stopped}: the model's parameters are no longer finite, so training diverged (optim.lr is "
+            f"{lr:g} at this step; lower it or set optim.grad_clip); the data is not the cause"
         )
     bad_frames = [i for b, ids_r, ok in gathered if b and not ok for i in ids_r]
     if bad_frames:
-        raise DataError(f"{where}: NaN/inf in the inputs or ground truth of batch {bad_frames}")
+        raise DataError(f"{where} on batch {bad_frames}; {stopped} (NaN/inf in these frames' inputs or ground truth)")
     frames = [i for b, ids_r, _ in gathered if b for i in ids_r]
     raise DataError(
-        f"{where}: inputs and parameters are finite, the model or loss overflowed on batch {frames} (optim.lr is "
-        f"{lr:g}; try a lower optim.lr, optim.amp false, or check these frames for extreme depths)"
+        f"{where} on batch {frames}; {stopped}: inputs and parameters are finite, the model or loss overflowed "
+        f"(optim.lr is {lr:g}; try a lower optim.lr, optim.amp false, or check these frames for extreme depths)"
     )
 
 
