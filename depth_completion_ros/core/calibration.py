@@ -15,6 +15,7 @@ import numpy as np
 
 from .camera import CameraModel
 from .errors import CalibrationError, DataError
+from .files import check_image_pixels
 from .files import image_size as header_image_size
 
 __all__ = [
@@ -133,6 +134,7 @@ def _sibling_image_size(calib_path: Path, camera_index: int) -> tuple[int, int] 
                 except (OSError, DataError):
                     continue
                 if size is not None:
+                    check_image_pixels(*size, what=f"image {img} beside {calib_path}")
                     return size
     return None
 

@@ -63,7 +63,17 @@ def _target(path: str | os.PathLike[str]) -> Path:
         raise DataError(f"{p} exists and is not a regular file (device, pipe or socket); choose a file path")
     if not p.name or p.name in (".", ".."):
         raise DataError(f"{path!s}: not a file name")
+    _check_parent(p)
     return p
+
+
+def _check_parent(p: Path) -> None:
+    """DataError when something on the way to `p`'s folder exists and is not a folder."""
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"{parent} is a file, not a folder: cannot write {p}")
+            return
 
 
 @contextlib.contextmanager
@@ -126,6 +136,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise DataError(f"{target} exists; choose a new folder")
     if not target.name or target.name in (".", ".."):
         raise DataError(f"{path!s}: not a folder name")
+    _check_parent(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:

@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.errors import DataError, DepthCompletionError
 from depth_completion_ros.core.files import atomic_output, atomic_write_text, read_image
 from depth_completion_ros.core.metrics import DepthMetrics, compute_metrics, mean_metrics, sparsification
@@ -354,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             return _fail("give --pred-dir/--gt-dir or --dataset")
     except (DepthCompletionError, ValueError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(one_line(exc))
     if args.out is not None:
         atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1, default=_json_num))
         print(f"wrote {args.out / 'summary.json'}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.calibration import KittiCalibration, read_kitti_oxts_motion, read_kitti_raw_calibration
 from depth_completion_ros.core.errors import DataError, DepthCompletionError
 from depth_completion_ros.core.files import atomic_directory, read_image, read_kitti_scan
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         with atomic_directory(args.out) as tmp_bag:  # a failed run leaves no partial bag behind
             n_msgs, n_frames = write_bag(tmp_bag, calib, frames, storage=args.storage)
     except (DepthCompletionError, OSError) as exc:
-        print(f"depth-completion kitti-to-bag: error: {exc}", file=sys.stderr)
+        print(f"depth-completion kitti-to-bag: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({args.storage}): {n_frames} frames, {n_msgs} messages on {', '.join(TOPICS.values())}")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.calibration import read_kitti_oxts_motion, read_kitti_raw_calibration
 from depth_completion_ros.core.errors import DepthCompletionError
 from depth_completion_ros.core.files import read_kitti_scan, write_image
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             depth = filter_occluded(depth)
         elapsed = (time.perf_counter() - t0) * 1e3
     except (DepthCompletionError, OSError) as exc:
-        print(f"depth-completion project: error: {exc}", file=sys.stderr)
+        print(f"depth-completion project: error: {one_line(exc)}", file=sys.stderr)
         return 2
     write_image(args.out / "sparse_depth.png", metres_to_kitti_png(depth))
     write_image(args.out / "sparse_preview.png", np.ascontiguousarray(colorize_depth(depth)[..., ::-1]))

@@ -13,12 +13,12 @@ import pytest
 from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from depth_completion_ros.ros.params import prepare_ros_args
-
 IDENTITY_MIXED = "[1, 0.0, 0, 0.5, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]"
 
 
 def test_prepare_ros_args_writes_mixed_lists_as_floats():
+    from depth_completion_ros.ros.params import prepare_ros_args
+
     argv = ["node", "--ros-args", "-p", f"extrinsic_matrix:={IDENTITY_MIXED}", "-p", "slop:=1", "-p", "q:=[1, 2]"]
     out = prepare_ros_args(argv)
     assert out[:2] == argv[:2] and out[4:] == argv[4:]  # only the mixed list changes
@@ -31,11 +31,15 @@ def test_prepare_ros_args_writes_mixed_lists_as_floats():
     "rule", ["extrinsic_matrix:=[1, 'a']", "x:={a: 1}"]
 )  # fmt: skip
 def test_prepare_ros_args_refuses_what_rcl_cannot_parse(rule):
+    from depth_completion_ros.ros.params import prepare_ros_args
+
     with pytest.raises(ValueError, match="Couldn't parse parameter override rule"):
         prepare_ros_args(["node", "--ros-args", "-p", rule])
 
 
 def test_prepare_ros_args_missing_params_file(tmp_path):
+    from depth_completion_ros.ros.params import prepare_ros_args
+
     with pytest.raises(ValueError, match="params file"):
         prepare_ros_args(["node", "--ros-args", "--params-file", str(tmp_path / "none.yaml")])
 
