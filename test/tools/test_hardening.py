@@ -423,3 +423,104 @@ def test_synthetic_data_set_checks_its_size_when_built():
         SyntheticDataset(1, width=40000, height=30000)
     with pytest.raises(DataError, match="lidar_beams"):
         SyntheticDataset(1, width=64, height=32, lidar_beams=10**9)
+
+
+# ------------------------------------------------------------------------------------ further cases (test/README.md)
+def test_outputs_under_a_file_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    drive = _fake_drive(tmp_path)
+    for argv in (
+        _complete(tmp_path, blocker / "d.png"),
+        ["kitti-to-bag", drive, "--out", blocker / "bag"],
+        ["evaluate", "--dataset", "synthetic", "--synthetic-size", "64", "32", "--limit", "1", "--out", blocker],
+    ):
+        rc, err = _cli(capsys, *argv)
+        _one_line_exit_2(rc, err, "is a file, not a folder")
+    assert blocker.read_text() == "x"
+
+
+def test_object_calibration_refuses_a_sibling_image_header_beyond_the_limit(tmp_path):
+    """The image size is read from the header (nothing decoded) and bounded like any image."""
+    import zlib
+
+    from depth_completion_ros.core.calibration import read_kitti_object_calibration
+    from depth_completion_ros.core.errors import ShapeError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "image_2").mkdir()
+    ihdr = (30000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (tmp_path / "image_2" / "000001.png").write_bytes(png)
+    calib = tmp_path / "calib" / "000001.txt"
+    calib.write_text(
+        "P2: 700 0 600 45 0 700 170 0 0 0 1 0\nR0_rect: 1 0 0 0 1 0 0 0 1\nTr_velo_to_cam: 0 -1 0 0 0 0 -1 0 1 0 0 0\n"
+    )
+    with pytest.raises(ShapeError, match="30000x30000"):
+        read_kitti_object_calibration(calib, 2)
+    cv2.imwrite(str(tmp_path / "image_2" / "000001.png"), np.zeros((37, 53, 3), np.uint8))
+    assert read_kitti_object_calibration(calib, 2).camera.width == 53
+
+
+@pytest.mark.parametrize(
+    ("lines", "needle"),
+    [
+        ("2011-09-26 13:02:25.3\n2011-09-26 13:02:25.2\n2011-09-26 13:02:25.1\n", "earlier than the line before"),
+        ("2011-09-26 13:02:25.12ab\n2011-09-26 13:02:25.2\n2011-09-26 13:02:25.3\n", "timestamps.txt:1"),
+    ],
+)
+def test_kitti_to_bag_timestamps_backwards_or_malformed(tmp_path, capsys, lines, needle):
+    drive = _fake_drive(tmp_path)
+    (drive / "image_02" / "timestamps.txt").write_text(lines)
+    rc, err = _cli(capsys, "kitti-to-bag", drive, "--out", tmp_path / "bag")
+    _one_line_exit_2(rc, err, needle)
+
+
+def test_kitti_to_bag_rate_so_high_that_stamps_repeat(tmp_path, capsys):
+    rc, err = _cli(capsys, "kitti-to-bag", _fake_drive(tmp_path), "--out", tmp_path / "bag", "--rate-hz", "1e12")
+    _one_line_exit_2(rc, err, "would repeat")
+
+
+def test_train_resume_mismatched_saves_and_shapes(trained, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    sets = [*TINY_TRAIN, f"train.out_dir={tmp_path / 'run'}", "optim.steps=4"]
+    resume = _resume_copy(trained, tmp_path / "a", lambda m: m.update(step=1))  # checkpoint says 2
+    rc, err = _cli(capsys, "train", *[a for s in sets for a in ("--set", s)], "--resume", resume)
+    _one_line_exit_2(rc, err, "not one save")
+    resume = _resume_copy(trained, tmp_path / "b", lambda m: None)
+    st = resume.with_name("last.state.safetensors")
+    tensors = load_file(str(st))
+    key = next(k for k, v in tensors.items() if v.ndim > 1)
+    tensors[key] = tensors[key].flatten()[:3].clone()
+    save_file(tensors, str(st))
+    rc, err = _cli(capsys, "train", *[a for s in sets for a in ("--set", s)], "--resume", resume)
+    _one_line_exit_2(rc, err, key)
+
+
+def test_train_resume_from_another_model_config(trained, tmp_path, capsys):
+    sets = [*TINY_TRAIN, f"train.out_dir={tmp_path / 'run'}", "optim.steps=4", "model={base_width: 16}"]
+    rc, err = _cli(capsys, "train", *[a for s in sets for a in ("--set", s)], "--resume", trained)
+    _one_line_exit_2(rc, err, "does not match the model")
+
+
+def test_core_measurements_beyond_max_depth_are_missing():
+    from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
+    from depth_completion_ros.core.errors import DataError
+
+    sparse = np.zeros((40, 60), np.float32)
+    sparse[::3, ::3] = 1e4  # all beyond max_depth (1000 m): not a wall at 1000 m
+    with pytest.raises(DataError, match="no valid measurement"):
+        DepthCompleter(CompleterConfig()).complete(np.zeros((40, 60, 3), np.uint8), sparse)
+
+
+def test_core_distance_confidence_nan_spacing():
+    from depth_completion_ros.core.confidence import distance_confidence
+
+    m = np.zeros((4, 4), bool)
+    m[1, 1] = True
+    with pytest.raises(ValueError, match="spacing"):
+        distance_confidence(m, float("nan"))
