@@ -93,3 +93,10 @@ def test_play_refuses_non_finite_options(tmp_path, ros_env, args):
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert args[0] in run.stderr.strip().splitlines()[-1]
+
+
+def test_prepare_ros_args_bad_remap():
+    from depth_completion_ros.ros.params import prepare_ros_args
+
+    with pytest.raises(ValueError, match="remap rule"):
+        prepare_ros_args(["node", "--ros-args", "-r", "__node:=bad-name"])

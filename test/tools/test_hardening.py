@@ -203,6 +203,10 @@ def test_project_scan_not_a_multiple_of_16_bytes(tmp_path, capsys):
         ("train.log_every=0", "train.log_every"),
         ("data.num_workers=-1", "data.num_workers"),
         ("optim.grad_clip=abc", "optim.grad_clip"),
+        ("train.max_minutes=-1", "train.max_minutes"),
+        ("data.hflip=5", "data.hflip"),
+        ("train.num_threads=-1", "train.num_threads"),
+        ("optim.warmup_steps=-10", "optim.warmup_steps"),
     ],
 )
 def test_train_bad_config_values(tmp_path, capsys, override, needle):
@@ -432,6 +436,7 @@ def test_outputs_under_a_file_are_one_line(tmp_path, capsys):
     drive = _fake_drive(tmp_path)
     for argv in (
         _complete(tmp_path, blocker / "d.png"),
+        ["project", "--synthetic", "--out", blocker],
         ["kitti-to-bag", drive, "--out", blocker / "bag"],
         ["evaluate", "--dataset", "synthetic", "--synthetic-size", "64", "32", "--limit", "1", "--out", blocker],
     ):
@@ -524,3 +529,38 @@ def test_core_distance_confidence_nan_spacing():
     m[1, 1] = True
     with pytest.raises(ValueError, match="spacing"):
         distance_confidence(m, float("nan"))
+
+
+def test_complete_confidence_and_depth_to_one_file(tmp_path, capsys):
+    out = tmp_path / "d.png"
+    rc, err = _cli(capsys, *_complete(tmp_path, out, "--out-confidence", out))
+    _one_line_exit_2(rc, err, "same file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("scale", ["0", "nan", "-256", "inf"])
+def test_evaluate_bad_scale(tmp_path, capsys, scale):
+    """Before: depth / 0 and NaN ended as a misleading "ground truth is empty"."""
+    for d in ("pred", "gt"):
+        (tmp_path / d).mkdir()
+        cv2.imwrite(str(tmp_path / d / "a.png"), np.full((4, 5), 2560, np.uint16))
+    rc, err = _cli(capsys, "evaluate", "--pred-dir", tmp_path / "pred", "--gt-dir", tmp_path / "gt", "--scale", scale)
+    _one_line_exit_2(rc, err, "--scale")
+
+
+def test_evaluate_prediction_that_is_a_fifo_does_not_hang(tmp_path):
+    """A FIFO named like a PNG blocked the reader forever; now it is not a file.  In a child with a timeout."""
+    for d in ("pred", "gt"):
+        (tmp_path / d).mkdir()
+    cv2.imwrite(str(tmp_path / "gt" / "a.png"), np.full((4, 5), 2560, np.uint16))
+    os.mkfifo(tmp_path / "pred" / "a.png")
+    argv = [sys.executable, "-c", "import sys; from depth_completion_ros.cli import main; sys.exit(main())"]
+    args = ["evaluate", "--pred-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt")]
+    try:
+        proc = subprocess.run(
+            [*argv, *args], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("evaluate hung on a FIFO")
+    _one_line_exit_2(proc.returncode, proc.stderr, "not a file")
