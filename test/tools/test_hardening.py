@@ -564,3 +564,11 @@ def test_evaluate_prediction_that_is_a_fifo_does_not_hang(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("evaluate hung on a FIFO")
     _one_line_exit_2(proc.returncode, proc.stderr, "not a file")
+
+
+@pytest.mark.parametrize("domain", ["abc", "999", "-1"])
+def test_launch_bad_ros_domain_id(capsys, monkeypatch, domain):
+    """Checked before any process starts (before: a ValueError traceback)."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
+    rc, err = _cli(capsys, "launch", "kitti")
+    _one_line_exit_2(rc, err, "ROS_DOMAIN_ID")
