@@ -10,8 +10,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "one_line"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("depth_completion_ros.tools.demo", "main job: bag -> node over DDS -> dense depth PNGs + metrics"),
@@ -46,7 +47,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"depth-completion {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    return _run_guarded(argv[0], module, args)
+
+
+def _run_guarded(name: str, module: Any, args: argparse.Namespace) -> int:
+    """Run a tool: bad input (DepthCompletionError) and failed file operations (OSError: disk full, read-only
+    folder, a folder where a file is expected) end as one line on stderr and exit 2; Ctrl-C as 130.  Any other
+    exception is a bug and keeps its traceback."""
+    from depth_completion_ros.core.errors import DepthCompletionError
+
+    try:
+        return int(module.run(args) or 0)
+    except (DepthCompletionError, OSError) as exc:
+        print(f"depth-completion {name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"depth-completion {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` on one line (an OSError as 'strerror: filename')."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename is not None else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

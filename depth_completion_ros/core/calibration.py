@@ -18,7 +18,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .camera import CameraModel, DistortionModel
-from .errors import CalibrationError
+from .errors import CalibrationError, DataError
+from .files import check_image_pixels
+from .files import image_size as header_image_size
 
 __all__ = [
     "KittiCalibration",
@@ -128,15 +130,17 @@ def read_kitti_object_calibration(
 
 def _sibling_image_size(calib_path: Path, camera_index: int) -> tuple[int, int] | None:
     """(w, h) of the image with the same frame id under ../image_<i>/, if any (KITTI object layout)."""
-    import cv2
-
     frame = calib_path.stem
     for d in calib_path.parent.parent.glob(f"image_{int(camera_index)}"):
         for img in sorted(d.glob(f"*{frame.lstrip('0') or '0'}.png")):
             if img.stem.lstrip("0") == frame.lstrip("0"):
-                im = cv2.imread(str(img), cv2.IMREAD_UNCHANGED)
-                if im is not None:
-                    return im.shape[1], im.shape[0]
+                try:
+                    size = header_image_size(img)  # from the header: nothing decoded
+                except (OSError, DataError):
+                    continue
+                if size is not None:
+                    check_image_pixels(*size, what=f"image {img} beside {calib_path}")
+                    return size
     return None
 
 

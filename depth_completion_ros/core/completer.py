@@ -214,7 +214,8 @@ class DepthCompleter:
 
         Args:
             rgb: (H, W, 3) uint8 RGB.
-            sparse_depth: (H, W) float32 metres along the optical axis, 0 = missing (NaN/inf = missing).
+            sparse_depth: (H, W) float32 metres along the optical axis, 0 = missing (NaN, inf and values above
+                `max_depth` = missing).
             camera: the camera model of these H x W images (its `projection_matrix` gives K); needed by the
                 published models that use the intrinsics (`needs_camera`: penet, enet), passed to the other
                 published models that can use it (cspn-nyu scales its input to its training focal length),
@@ -224,11 +225,11 @@ class DepthCompleter:
             depth (H, W) float32 metres (> 0), confidence (H, W) float32 in [0, 1].
 
         Raises:
-            ShapeError: wrong shapes / dtypes or sizes that differ.
+            ShapeError: wrong shapes / dtypes, sizes that differ, or an empty (0-pixel) image.
             DataError: no valid measurement in `sparse_depth`.
             CalibrationError: `camera` missing where needed, or made for another image size.
         """
-        rgb_a, sparse = _validate(rgb, sparse_depth)
+        rgb_a, sparse = _validate(rgb, sparse_depth, self.config.max_depth)
         if self.config.method == "default":
             return self._complete_default(rgb_a, sparse)
         K = None  # nets that may use K (cspn-nyu: input scale from the focal length) get it whenever it is known
@@ -389,7 +390,7 @@ def _intrinsics(camera: CameraModel | None, width: int, height: int, method: str
     return np.ascontiguousarray(camera.projection_matrix[:, :3], dtype=np.float32)
 
 
-def _validate(rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _validate(rgb: np.ndarray, sparse_depth: np.ndarray, max_depth: float) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(rgb)
     s = np.asarray(sparse_depth)
     if r.ndim != 3 or r.shape[2] != 3:
@@ -402,19 +403,21 @@ def _validate(rgb: np.ndarray, sparse_depth: np.ndarray) -> tuple[np.ndarray, np
         raise ShapeError(f"sparse_depth: expected float metres, got dtype {s.dtype}")
     if r.shape[:2] != s.shape:
         raise ShapeError(f"rgb size {r.shape[:2]} != sparse_depth size {s.shape}")
-    s = _clean_depth(np.ascontiguousarray(s, dtype=np.float32))
+    if s.size == 0:
+        raise ShapeError(f"sparse_depth: empty image {s.shape}")
+    s = _clean_depth(np.ascontiguousarray(s, dtype=np.float32), max_depth)
     if not (s > 0).any():
         raise DataError("sparse_depth has no valid measurement")
     return np.ascontiguousarray(r), s
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+def _clean_depth(s: np.ndarray, max_depth: float) -> np.ndarray:
+    """A copy of (H, W) float32 `s` with NaN, ±inf, values <= 0 and values > `max_depth` set to 0 (missing).
 
-
-def _clean_depth(s: np.ndarray) -> np.ndarray:
-    """A copy of (H, W) float32 `s` with NaN, ±inf and values <= 0 set to 0 (missing)."""
+    A measurement beyond `max_depth` cannot be output (the output is clipped there); kept, one absurd value
+    (1e30 m) overflows the fill and the propagation and spreads over the whole image."""
     if np.isnan(s).any():
         s = np.where(np.isnan(s), np.float32(0.0), s)
     # OpenCV thresholds: one pass each, ~7x faster than a numpy isfinite/where chain at 1242x375.
     s = cv2.threshold(s, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # <= 0 and -inf -> 0
-    return cv2.threshold(s, _FLOAT32_MAX, 0.0, cv2.THRESH_TOZERO_INV)[1]  # +inf -> 0
+    return cv2.threshold(s, float(max_depth), 0.0, cv2.THRESH_TOZERO_INV)[1]  # > max_depth and +inf -> 0

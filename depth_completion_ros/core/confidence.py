@@ -28,6 +28,8 @@ def _f32(name: str, x: np.ndarray) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 2:
         raise ShapeError(f"{name}: expected shape (H, W), got {a.shape}")
+    if a.size == 0:
+        raise ShapeError(f"{name}: empty image {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
@@ -42,9 +44,9 @@ def distance_confidence(measured: np.ndarray, spacing: float) -> np.ndarray:
         (H, W) float32 in (0, 1], 1 at measured pixels.
     """
     m = np.asarray(measured, dtype=bool)
-    if m.ndim != 2:
-        raise ShapeError(f"measured: expected shape (H, W), got {m.shape}")
-    if spacing <= 0:
+    if m.ndim != 2 or m.size == 0:
+        raise ShapeError(f"measured: expected a non-empty (H, W) array, got shape {m.shape}")
+    if not spacing > 0:  # also NaN
         raise ValueError(f"spacing must be > 0, got {spacing}")
     if not m.any():
         return np.zeros(m.shape, np.float32)

@@ -52,5 +52,7 @@ def colorize_depth(depth: np.ndarray, min_depth: float | None = None, max_depth:
 def colorize_confidence(confidence: np.ndarray) -> np.ndarray:
     """(H, W) confidence in [0, 1] -> (H, W, 3) uint8 RGB (viridis-like; NaN = black)."""
     c = np.nan_to_num(np.asarray(confidence, dtype=np.float32), nan=0.0)
+    if c.size == 0:  # OpenCV's colour map divides by the size (SIGFPE on an empty image)
+        return np.zeros((*c.shape, 3), np.uint8)
     u8 = np.clip(c * 255.0, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(cv2.applyColorMap(u8, cv2.COLORMAP_VIRIDIS)[..., ::-1])

@@ -23,6 +23,7 @@ import torch
 
 from depth_completion_ros.core.calibration import parse_kitti_calib_file
 from depth_completion_ros.core.errors import CalibrationError, DataError
+from depth_completion_ros.core.files import read_image
 from depth_completion_ros.core.units import kitti_png_to_metres
 from depth_completion_ros.data.augment import AugmentConfig, Frame, augment, bottom_crop, check_frame, to_sample
 
@@ -55,18 +56,13 @@ class KittiRecord:
 
 
 def read_rgb_png(path: Path) -> np.ndarray:
-    """RGB image file -> (H, W, 3) uint8 RGB.  Raises DataError if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"corrupt or unreadable image: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """RGB image file -> (H, W, 3) uint8 RGB.  Raises DataError if unreadable, ShapeError if too large."""
+    return cv2.cvtColor(read_image(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_depth_png(path: Path) -> np.ndarray:
     """KITTI uint16 depth PNG -> (H, W) float32 metres, 0 = no data.  Raises DataError if unreadable/not uint16."""
-    png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if png is None:
-        raise DataError(f"corrupt or unreadable depth PNG: {path}")
+    png = read_image(path, cv2.IMREAD_UNCHANGED, what="depth PNG")
     if png.ndim != 2 or png.dtype != np.uint16:
         raise DataError(
             f"depth PNG must be single-channel uint16 (value/256 = metres): {path} is {png.shape} {png.dtype}"

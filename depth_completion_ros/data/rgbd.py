@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from depth_completion_ros.core.errors import DataError
+from depth_completion_ros.core.files import read_image
 from depth_completion_ros.core.units import MM_PER_M, kitti_png_to_metres
 from depth_completion_ros.data.augment import AugmentConfig, Frame, augment, check_frame, to_sample
 from depth_completion_ros.data.synthetic import tof_spot_depth
@@ -205,12 +206,8 @@ class RGBDDataset(torch.utils.data.Dataset):
         fid, rgb_path, depth_path = self.pairs[index]
         if depth_path is None:
             return (fid, *_read_h5(rgb_path))
-        bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(f"corrupt or unreadable image: {rgb_path}")
-        png = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-        if png is None:
-            raise DataError(f"corrupt or unreadable depth PNG: {depth_path}")
+        bgr = read_image(rgb_path, cv2.IMREAD_COLOR)
+        png = read_image(depth_path, cv2.IMREAD_UNCHANGED, what="depth PNG")
         if png.ndim != 2 or png.dtype != np.uint16:
             raise DataError(f"depth PNG must be single-channel uint16: {depth_path} is {png.shape} {png.dtype}")
         return fid, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), kitti_png_to_metres(png, self.depth_scale)

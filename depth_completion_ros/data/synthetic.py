@@ -16,6 +16,7 @@ import torch
 
 from depth_completion_ros.core.camera import CameraModel
 from depth_completion_ros.core.errors import DataError
+from depth_completion_ros.core.files import check_image_pixels
 from depth_completion_ros.core.projection import project_points
 from depth_completion_ros.data.augment import AugmentConfig, Frame, augment, to_sample
 
@@ -506,10 +507,7 @@ def generate_scene(
         raise DataError(f"generate_scene: kind must be 'outdoor' or 'indoor', got {kind!r}")
     if sensor not in ("lidar", "tof"):
         raise DataError(f"generate_scene: sensor must be 'lidar' or 'tof', got {sensor!r}")
-    if width < 8 or height < 8 or lidar_beams < 1:
-        raise DataError(
-            f"generate_scene: need width, height >= 8 and lidar_beams >= 1, got {width}x{height}, {lidar_beams}"
-        )
+    _check_size(width, height, lidar_beams)
     rng = np.random.default_rng(seed)
     sensor_height = 1.73 if kind == "outdoor" else float(rng.uniform(0.9, 1.5))
     scene = _outdoor_scene(rng, sensor_height) if kind == "outdoor" else _indoor_scene(rng, sensor_height)
@@ -564,6 +562,20 @@ def generate_scene(
     )
 
 
+MAX_LIDAR_BEAMS = 4096
+"""Most beams a synthetic LiDAR may have (real ones have 16 to 128)."""
+
+
+def _check_size(width: int, height: int, lidar_beams: int) -> None:
+    """DataError for a size below 8x8 or beams outside 1..MAX_LIDAR_BEAMS; ShapeError beyond MAX_IMAGE_PIXELS."""
+    if width < 8 or height < 8 or not 1 <= lidar_beams <= MAX_LIDAR_BEAMS:
+        raise DataError(
+            f"generate_scene: need width, height >= 8 and 1 <= lidar_beams <= {MAX_LIDAR_BEAMS}, got "
+            f"{width}x{height}, {lidar_beams}"
+        )
+    check_image_pixels(width, height, "synthetic scene")
+
+
 class SyntheticDataset(torch.utils.data.Dataset):
     """`length` synthetic frames (scene i uses seed `seed + i`), yielding `augment.to_sample` dicts.
 
@@ -585,6 +597,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
     ) -> None:
         if length < 1:
             raise DataError(f"SyntheticDataset: length must be >= 1, got {length}")
+        _check_size(width, height, lidar_beams)
         self.length = length
         self.seed = seed
         self.kwargs = {"kind": kind, "width": width, "height": height, "lidar_beams": lidar_beams, "sensor": sensor}

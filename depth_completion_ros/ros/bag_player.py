@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import signal
 import sys
 import threading
@@ -79,8 +80,10 @@ class BagPlayer:
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
 
-        if rate <= 0:
-            raise ValueError(f"rate must be > 0, got {rate}")
+        checks = (("rate", rate, None), ("start_offset", start_offset, 0.0), ("clock_hz", clock_hz, 0.0))
+        for name, value, low in checks:
+            if not math.isfinite(value) or (low is None and value <= 0) or (low is not None and value < low):
+                raise ValueError(f"{name} must be a finite number {'> 0' if low is None else '>= 0'}, got {value}")
         self.node = node
         self.rate = float(rate)
         self.loop = loop
@@ -112,6 +115,8 @@ class BagPlayer:
         self._connections = [c for c in self._connections if c.topic in self._publishers]
         self.loop_period_s = frame_period_s(self._reader, self._connections)
         """Gap between the last message of a pass and the first of the next (bag time, seconds)."""
+        if not self._connections:  # an empty selection would make the reader return every connection
+            raise ValueError(f"no topic of {bag} has an installed message type: {', '.join(skipped)}")
         self._clock_pub = None
         if self.clock_hz > 0:
             from rosgraph_msgs.msg import Clock
@@ -198,20 +203,22 @@ class BagPlayer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options (shared by `bag_player` and `depth-completion play`)."""
+    from depth_completion_ros.tools.argtypes import nonneg_float, positive_float
+
     parser.add_argument("bag", type=Path, help="rosbag2 directory / file, or ROS 1 .bag")
-    parser.add_argument("--rate", type=float, default=1.0, help="rate factor (2 = twice as fast)")
+    parser.add_argument("--rate", type=positive_float, default=1.0, help="rate factor (2 = twice as fast)")
     parser.add_argument("--loop", action="store_true", help="replay forever")
-    parser.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start")
+    parser.add_argument("--start-offset", type=nonneg_float, default=0.0, help="seconds into the bag to start")
     parser.add_argument("--topics", nargs="+", help="only these topics")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (discovery)")
+    parser.add_argument("--delay", type=nonneg_float, default=0.0, help="seconds to wait before playing (discovery)")
     parser.add_argument(
         "--wait-subscribers",
-        type=float,
+        type=nonneg_float,
         default=0.0,
         metavar="S",
         help="wait up to S seconds until every replayed topic has a subscriber (no first frames lost)",
     )
-    parser.add_argument("--clock", type=float, nargs="?", const=100.0, default=0.0, help="publish /clock at HZ")
+    parser.add_argument("--clock", type=nonneg_float, nargs="?", const=100.0, default=0.0, help="publish /clock at HZ")
 
 
 def run(args: argparse.Namespace, ros_args: Sequence[str] | None = None) -> int:
@@ -250,7 +257,12 @@ def run(args: argparse.Namespace, ros_args: Sequence[str] | None = None) -> int:
         if args.delay > 0:
             time.sleep(args.delay)
         t0 = time.monotonic()
-        count = player.play()
+        try:
+            count = player.play()
+        except (ValueError, OSError, AnyReaderError) as exc:  # a bag corrupt past its index
+            node.get_logger().error(f"stopped playing {args.bag} after {player.published} messages: {exc}")
+            player.close()
+            return 2
         time.sleep(0.2)  # let the last messages leave before the node goes away
         node.get_logger().info(f"played {count} messages in {time.monotonic() - t0:.2f} s")
         player.close()

@@ -459,6 +459,13 @@ def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> i
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run depth_completion_ros depth_completion_node`."""
+    from depth_completion_ros.ros.params import prepare_ros_args
+
+    try:
+        args = prepare_ros_args(args)
+    except ValueError as exc:
+        print(f"[FATAL] [{NODE_NAME}]: refusing to start: {exc}", file=sys.stderr)
+        return 2
     return run_node(DepthCompletionNode, args, NODE_NAME)
 
 

@@ -9,7 +9,7 @@ raising `ValueError` that names the parameter.  Only the mapping functions run w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "depth_completion_config",
     "load_params_file",
     "pointcloud_to_depth_config",
+    "prepare_ros_args",
     "read_parameters",
     "updated_config",
 ]
@@ -661,3 +662,47 @@ def declare_parameters(node: Any, specs: Iterable[ParamSpec]) -> None:
 def read_parameters(node: Any, specs: Iterable[ParamSpec]) -> dict[str, Any]:
     """Current values of `specs` on `node` (None for unset)."""
     return {s.name: node.get_parameter(s.name).value for s in specs}
+
+
+# --------------------------------------------------------------------------- command line
+def prepare_ros_args(args: Sequence[str] | None) -> list[str]:
+    """A node's command line (None: `sys.argv`) made ready for `rclpy.init`, checked by rcl's own parser.
+
+    rcl refuses a list that mixes integers and floats (`-p extrinsic_matrix:=[1, 0.0, ...]`, as people write
+    matrices), so the integers of such a `-p`/`--param` list are written as floats; nothing else changes.
+
+    Raises:
+        ValueError: naming the argument rcl cannot parse (a malformed `-p` value, a missing `--params-file`, ...).
+    """
+    import sys
+
+    from rclpy.utilities import remove_ros_args
+
+    out = list(sys.argv if args is None else args)
+    for i in range(1, len(out)):
+        if out[i - 1] in ("-p", "--param"):
+            out[i] = _floats_if_mixed(out[i])
+    try:
+        remove_ros_args(out)  # parses the ROS arguments as rclpy.init will, without a context
+    except RuntimeError as exc:  # rclpy's RCLInvalidROSArgsError / RCLError
+        raise ValueError(str(exc).split(", at /")[0]) from None
+    return out
+
+
+def _floats_if_mixed(rule: str) -> str:
+    """`name:=[1, 0.5]` -> `name:=[1.0, 0.5]` (a list of ints and floats only); any other rule unchanged."""
+    import yaml
+
+    name, sep, value = rule.partition(":=")
+    if not sep or not value.strip().startswith("["):
+        return rule
+    try:
+        items = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return rule
+    if not isinstance(items, list) or not items:
+        return rule
+    kinds = {type(v) for v in items}
+    if kinds != {int, float}:
+        return rule
+    return f"{name}:=[{', '.join(repr(float(v)) for v in items)}]"

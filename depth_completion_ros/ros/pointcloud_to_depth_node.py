@@ -124,6 +124,13 @@ class PointcloudToDepthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run depth_completion_ros pointcloud_to_depth_node`."""
+    from depth_completion_ros.ros.params import prepare_ros_args
+
+    try:
+        args = prepare_ros_args(args)
+    except ValueError as exc:
+        print(f"[FATAL] [{NODE_NAME}]: refusing to start: {exc}", file=sys.stderr)
+        return 2
     return run_node(PointcloudToDepthNode, args, NODE_NAME)
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.camera import CameraModel
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
 from depth_completion_ros.core.errors import CalibrationError, DepthCompletionError
+from depth_completion_ros.core.files import check_image_output, read_image, write_image
 from depth_completion_ros.core.units import kitti_png_to_metres, metres_to_kitti_png
 
 __all__ = ["add_arguments", "run"]
@@ -76,21 +78,29 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, complete, write.  Returns 0, or 2 on bad input (one-line message on stderr)."""
-    for name, path in (("rgb", args.rgb), ("sparse", args.sparse)):
-        if not Path(path).is_file():
-            return _fail(f"{name} file not found: {path}")
-    bgr = cv2.imread(str(args.rgb), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return _fail(f"cannot read rgb image: {args.rgb}")
-    raw = cv2.imread(str(args.sparse), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        return _fail(f"cannot read sparse depth: {args.sparse}")
-    if raw.ndim != 2 or raw.dtype != np.uint16:
-        return _fail(f"sparse depth must be a single-channel uint16 PNG, got {raw.dtype} {raw.shape}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    sparse = kitti_png_to_metres(raw)
+    """Read, complete, write.  Returns 0, or 2 on bad input (one-line message on stderr).
+
+    Outputs are checked before any work (a format that cannot hold the values, a folder, a device) and written
+    atomically: a failed write leaves the previous file as it was.
+    """
     try:
+        inputs = {Path(p).resolve() for p in (args.rgb, args.sparse)}
+        outputs = [p for p in (args.out_depth, args.out_confidence) if p is not None]
+        for out in outputs:
+            if Path(out).resolve() in inputs:
+                return _fail(f"output {out} would overwrite an input")
+        if len(outputs) == 2 and Path(outputs[0]).resolve() == Path(outputs[1]).resolve():
+            return _fail("--out-depth and --out-confidence name the same file")
+        check_image_output(args.out_depth, np.uint16)
+        conf_dtype = np.uint8 if args.confidence_bits == 8 else np.uint16
+        if args.out_confidence is not None:
+            check_image_output(args.out_confidence, conf_dtype)
+        bgr = read_image(args.rgb, cv2.IMREAD_COLOR, what="rgb image")
+        raw = read_image(args.sparse, cv2.IMREAD_UNCHANGED, what="sparse depth")
+        if raw.ndim != 2 or raw.dtype != np.uint16:
+            return _fail(f"sparse depth must be a single-channel uint16 PNG, got {raw.dtype} {raw.shape}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        sparse = kitti_png_to_metres(raw)
         camera = None
         if args.intrinsics is not None:
             camera = parse_intrinsics(args.intrinsics, rgb.shape[1], rgb.shape[0])
@@ -101,19 +111,12 @@ def run(args: argparse.Namespace) -> int:
         config = CompleterConfig(method=args.method, checkpoint=args.checkpoint, device=args.device, fp16=args.fp16)
         completer = DepthCompleter(config)
         depth, conf = completer.complete(rgb, sparse, camera)
-    except DepthCompletionError as exc:
+        write_image(args.out_depth, metres_to_kitti_png(depth))
+        if args.out_confidence is not None:
+            top = np.iinfo(conf_dtype).max
+            write_image(args.out_confidence, np.clip(np.rint(conf.astype(np.float64) * top), 0, top).astype(conf_dtype))
+    except (DepthCompletionError, ValueError) as exc:
         return _fail(str(exc))
-    except ValueError as exc:
-        return _fail(str(exc))
-    for out in (args.out_depth, args.out_confidence):
-        if out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out_depth), metres_to_kitti_png(depth)):
-        return _fail(f"cannot write {args.out_depth}")
-    if args.out_confidence is not None:
-        top = 255 if args.confidence_bits == 8 else 65535
-        dtype = np.uint8 if args.confidence_bits == 8 else np.uint16
-        img = np.clip(np.rint(conf.astype(np.float64) * top), 0, top).astype(dtype)
-        if not cv2.imwrite(str(args.out_confidence), img):
-            return _fail(f"cannot write {args.out_confidence}")
+    except OSError as exc:
+        return _fail(one_line(exc))
     return 0

@@ -31,9 +31,11 @@ import numpy as np
 
 from depth_completion_ros.core.calibration import KittiCalibration
 from depth_completion_ros.core.errors import DepthCompletionError
+from depth_completion_ros.core.files import atomic_write_text, read_image, write_image
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
 from depth_completion_ros.core.units import kitti_png_to_metres, metres_to_kitti_png
 from depth_completion_ros.core.visualize import colorize_confidence, colorize_depth
+from depth_completion_ros.tools.argtypes import positive_float, positive_int
 from depth_completion_ros.tools.kitti_to_bag import (
     TOPICS,
     KittiFrame,
@@ -58,11 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="KITTI frame dir (default: $DEPTH_COMPLETION_DATA or ../shared/data, kitti_dc_frame)",
     )
     parser.add_argument("--synthetic", action="store_true", help="use a generated scene even if KITTI is there")
-    parser.add_argument("--frames", type=int, default=20, help="outputs to collect (the bag loops at 10 Hz)")
+    parser.add_argument("--frames", type=positive_int, default=20, help="outputs to collect (the bag loops at 10 Hz)")
     parser.add_argument("--method", default="default", choices=("default", "cspn"))
     parser.add_argument("--checkpoint", default="", help="safetensors checkpoint for --method cspn")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the node's outputs")
+    parser.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for the node's outputs")
     parser.add_argument(
         "--lidar",
         choices=("offline", "live", "raw"),
@@ -82,7 +84,7 @@ def _build_bag(args: argparse.Namespace, bag: Path) -> tuple[KittiCalibration, n
         calib, frames, _ = iter_kitti_frames(Path(kitti_dir), repeat=args.frames, deskew=offline)
         first = next(iter_kitti_frames(Path(kitti_dir))[1])
         gt_png = Path(kitti_dir) / "depth_completion" / "groundtruth_image_02.png"
-        gt = kitti_png_to_metres(cv2.imread(str(gt_png), cv2.IMREAD_UNCHANGED)) if gt_png.is_file() else None
+        gt = kitti_png_to_metres(read_image(gt_png, cv2.IMREAD_UNCHANGED)) if gt_png.is_file() else None
         T_velo_from_imu = read_T_velo_from_imu(Path(kitti_dir)) if args.lidar == "live" else None
         write_bag(bag, calib, frames, T_velo_from_imu=T_velo_from_imu)
         scans = {"offline": "de-skewed offline", "live": "raw + /tf odometry", "raw": "raw"}[args.lidar]
@@ -239,12 +241,12 @@ def _write_results(
     dense = image_to_depth_metres(latest["depth"])
     confidence = np.nan_to_num(image_to_array(latest["confidence"]).astype(np.float32), nan=0.0)
     sparse = image_to_depth_metres(latest["sparse_depth"])
-    cv2.imwrite(str(out / "dense_depth.png"), metres_to_kitti_png(dense))
-    cv2.imwrite(str(out / "sparse_depth.png"), metres_to_kitti_png(sparse))
-    cv2.imwrite(str(out / "confidence.png"), np.rint(np.clip(confidence, 0, 1) * 65535).astype(np.uint16))
-    cv2.imwrite(str(out / "dense_preview.png"), colorize_depth(dense)[..., ::-1])
-    cv2.imwrite(str(out / "sparse_preview.png"), colorize_depth(sparse)[..., ::-1])
-    cv2.imwrite(str(out / "confidence_preview.png"), colorize_confidence(confidence)[..., ::-1])
+    write_image(out / "dense_depth.png", metres_to_kitti_png(dense))
+    write_image(out / "sparse_depth.png", metres_to_kitti_png(sparse))
+    write_image(out / "confidence.png", np.rint(np.clip(confidence, 0, 1) * 65535).astype(np.uint16))
+    write_image(out / "dense_preview.png", np.ascontiguousarray(colorize_depth(dense)[..., ::-1]))
+    write_image(out / "sparse_preview.png", np.ascontiguousarray(colorize_depth(sparse)[..., ::-1]))
+    write_image(out / "confidence_preview.png", np.ascontiguousarray(colorize_confidence(confidence)[..., ::-1]))
 
     # The same input through the core API offline, with the node's configuration.
     values = load_params_file(package_share_path("config/kitti.yaml"), "depth_completion_node")
@@ -287,7 +289,7 @@ def _write_results(
         report["confidence"] = {
             k: v for k, v in sparsification(dense, gt, confidence).items() if k in ("ause_mm", "rmse_ratio_top50")
         }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
     _print_report(report, out)
     return 0
 

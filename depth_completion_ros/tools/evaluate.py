@@ -25,9 +25,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.errors import DataError, DepthCompletionError
+from depth_completion_ros.core.files import atomic_output, atomic_write_text, read_image
 from depth_completion_ros.core.metrics import DepthMetrics, compute_metrics, mean_metrics, sparsification
 from depth_completion_ros.core.units import KITTI_PNG_SCALE, kitti_png_to_metres
+from depth_completion_ros.tools.argtypes import nonneg_int, positive_float, positive_int
 
 __all__ = [
     "add_arguments",
@@ -83,9 +86,7 @@ def match_prediction_files(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Pat
 
 
 def _read_depth(path: Path, scale: float) -> np.ndarray:
-    png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if png is None:
-        raise DataError(f"corrupt or unreadable depth PNG: {path}")
+    png = read_image(path, cv2.IMREAD_UNCHANGED, what="depth PNG")
     if png.ndim != 2 or png.dtype != np.uint16:
         raise DataError(f"depth PNG must be single-channel uint16: {path} is {png.shape} {png.dtype}")
     return kitti_png_to_metres(png, scale)
@@ -116,13 +117,19 @@ def evaluate_predictions(pred_dir: Path, gt_dir: Path, *, scale: float = KITTI_P
 # ------------------------------------------------------------------------------------------------------------ model
 def iter_frames(dataset: str, root: Path | None, *, limit: int | None = None, **kw: Any) -> Iterator[Any]:
     """Yield `augment.Frame`s of a data set: kitti (train/val via kw split), val_selection_cropped, kitti_frame,
-    rgbd, synthetic.  `limit` caps the number of frames."""
+    rgbd, synthetic.  `limit` caps the number of frames (None: all; synthetic: 4).
+
+    Raises DataError for a `limit` below 1 or an unknown data set, ShapeError for a synthetic size beyond
+    `core.files.MAX_IMAGE_PIXELS`.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be an integer >= 1 (or None for all frames), got {limit!r}")
     if dataset == "kitti_frame":
         from depth_completion_ros.data.kitti import load_shared_frame
 
         if root is None:
             raise DataError("--root (the kitti_dc_frame folder) is required for kitti_frame")
-        cams = ("image_02", "image_03")[: limit or 2]
+        cams = ("image_02", "image_03")[: limit if limit is not None else 2]
         for cam in cams:
             yield load_shared_frame(root, cam)
         return
@@ -143,7 +150,8 @@ def iter_frames(dataset: str, root: Path | None, *, limit: int | None = None, **
     elif dataset == "synthetic":
         from depth_completion_ros.data.synthetic import SyntheticDataset
 
-        ds = SyntheticDataset(limit or 4, seed=kw.get("seed", 1_000_000), kind=kw.get("kind", "outdoor"),
+        n = limit if limit is not None else 4
+        ds = SyntheticDataset(n, seed=kw.get("seed", 1_000_000), kind=kw.get("kind", "outdoor"),
                               width=kw.get("width", 1242), height=kw.get("height", 375))  # fmt: skip
     else:
         raise DataError(f"unknown data set {dataset!r}")
@@ -259,9 +267,11 @@ def write_panel(
         fig.colorbar(im, cax=fig.add_subplot(bar_cell), orientation="vertical" if vertical else "horizontal")
     if title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=80, bbox_inches="tight", format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -277,9 +287,11 @@ def plot_sparsification(path: Path, curves: dict[str, dict[str, Any]]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -300,22 +312,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("prediction PNGs against ground truth")
     g.add_argument("--pred-dir", type=Path, default=None, help="predicted depth PNGs (uint16)")
     g.add_argument("--gt-dir", type=Path, default=None, help="ground-truth depth PNGs (uint16)")
-    g.add_argument("--scale", type=float, default=KITTI_PNG_SCALE, help="PNG value per metre (KITTI 256)")
+    g.add_argument("--scale", type=positive_float, default=KITTI_PNG_SCALE, help="PNG value per metre (KITTI 256)")
     m = parser.add_argument_group("model over a data set")
     m.add_argument("--dataset", choices=("kitti", "val_selection_cropped", "kitti_frame", "rgbd", "synthetic"))
     m.add_argument("--root", type=Path, default=None, help="data set root")
     m.add_argument("--raw-root", type=Path, default=None, help="KITTI raw drives (kitti)")
     m.add_argument("--split", default="val", help="kitti split (train | val)")
     m.add_argument("--sampling", default="random", help="rgbd sparse sampling mode")
-    m.add_argument("--depth-scale", type=float, default=1000.0, help="rgbd depth PNG value per metre")
+    m.add_argument("--depth-scale", type=positive_float, default=1000.0, help="rgbd depth PNG value per metre")
     m.add_argument("--method", action="append", choices=("default", "cspn"), default=None,
                    help="completer(s) to evaluate (repeatable; default: default)")  # fmt: skip
     m.add_argument("--checkpoint", type=Path, default=None, help="safetensors checkpoint for method cspn")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    m.add_argument("--limit", type=int, default=None, help="at most this many frames")
-    m.add_argument("--synthetic-size", type=int, nargs=2, default=(1242, 375), metavar=("W", "H"))
+    m.add_argument("--limit", type=positive_int, default=None, help="at most this many frames")
+    m.add_argument("--synthetic-size", type=positive_int, nargs=2, default=(1242, 375), metavar=("W", "H"))
     parser.add_argument("--out", type=Path, default=None, help="output folder (summary.json, panels, plots)")
-    parser.add_argument("--panels", type=int, default=4, help="write a panel for the first N frames")
+    parser.add_argument("--panels", type=nonneg_int, default=4, help="write a panel for the first N frames")
+
+
+def _json_num(obj: Any) -> Any:
+    """numpy scalars as Python numbers for json."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def _fail(msg: str) -> int:
@@ -336,10 +355,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             return _fail("give --pred-dir/--gt-dir or --dataset")
     except (DepthCompletionError, ValueError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(one_line(exc))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1, default=_json_num))
         print(f"wrote {args.out / 'summary.json'}")
     return 0
 

@@ -27,19 +27,23 @@ Layouts accepted as SRC:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.calibration import KittiCalibration, read_kitti_oxts_motion, read_kitti_raw_calibration
 from depth_completion_ros.core.errors import DataError, DepthCompletionError
+from depth_completion_ros.core.files import atomic_directory, read_image, read_kitti_scan
 from depth_completion_ros.core.projection import deskew_points
 from depth_completion_ros.ros.bag_player import RATE_KEY
+from depth_completion_ros.tools.argtypes import positive_float, positive_int
 
 __all__ = [
     "BASE_FRAME",
@@ -90,38 +94,53 @@ def _find(path: Path, name: str) -> Path | None:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"cannot read image {path}")
-    return np.ascontiguousarray(img[..., ::-1])
-
-
-def _read_scan(path: Path) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % 4:
-        raise DataError(f"{path}: size is not a multiple of 4 float32 (x, y, z, reflectance)")
-    return raw.reshape(-1, 4)
+    return np.ascontiguousarray(read_image(path, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def _timestamps(path: Path) -> list[int] | None:
-    """KITTI timestamps.txt ('2011-09-26 13:02:25.964389445') -> ns since the epoch."""
+    """KITTI timestamps.txt ('2011-09-26 13:02:25.964389445', UTC) -> ns since the epoch.
+
+    Raises DataError naming the file and line of a malformed stamp, or when the stamps go back in time.
+    """
     if not path.is_file():
         return None
     out = []
-    for raw_line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    for n, raw_line in enumerate(text.splitlines(), 1):
         line = raw_line.strip()
         if not line:
             continue
         day, _, frac = line.partition(".")
-        base = datetime.strptime(day, "%Y-%m-%d %H:%M:%S").timestamp()
-        out.append(int(base) * 1_000_000_000 + int((frac + "000000000")[:9]))
+        try:
+            base = datetime.strptime(day, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+            if frac and not (frac.isdigit() and len(frac) <= 9):
+                raise ValueError(f"fraction {frac!r}")
+        except ValueError as exc:
+            raise DataError(f"{path}:{n}: not a KITTI timestamp ('YYYY-MM-DD hh:mm:ss.fffffffff'): {line!r}") from exc
+        stamp = int(base) * 1_000_000_000 + int((frac + "000000000")[:9])
+        if stamp < 0:
+            raise DataError(f"{path}:{n}: {line!r} is before 1970; ROS time cannot hold it")
+        if out and stamp < out[-1]:
+            raise DataError(f"{path}:{n}: {line!r} is earlier than the line before")
+        out.append(stamp)
     return out
 
 
 def iter_kitti_frames(
     src: Path, *, camera_index: int = 2, deskew: bool = True, repeat: int = 1, rate_hz: float = 10.0
 ) -> tuple[KittiCalibration, Iterator[KittiFrame], int]:
-    """Calibration, a frame iterator and the frame count for SRC (drive or single-frame layout)."""
+    """Calibration, a frame iterator and the frame count for SRC (drive or single-frame layout).
+
+    Raises DataError for a bad layout or option: `repeat` < 1, `rate_hz` not finite and > 0, or stamps that would
+    repeat or leave the range of ROS time (int32 seconds).
+    """
+    if not (isinstance(repeat, int) and repeat >= 1):
+        raise DataError(f"repeat must be an integer >= 1, got {repeat!r}")
+    if not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise DataError(f"rate_hz must be a finite number > 0, got {rate_hz!r}")
     src = Path(src)
     imu_calib = None
     if (src / "raw" / "lidar_data.bin").is_file():  # single-frame layout
@@ -153,11 +172,18 @@ def iter_kitti_frames(
     period_ns = round(1e9 / rate_hz)
     t0 = stamps[0] if stamps else 1_317_000_000_000_000_000  # KITTI era, 2011
     count = len(scans) * repeat
+    if period_ns < 1:
+        raise DataError(f"rate_hz {rate_hz} is above 1 GHz: synthesized stamps would repeat")
+    last = max(stamps[-1] if stamps else 0, t0 + (count - 1) * period_ns)
+    if last >= 2**31 * 1_000_000_000:
+        raise DataError(
+            f"the last stamp ({last} ns) is beyond ROS time (int32 seconds); lower --repeat or raise --rate-hz"
+        )
 
     def frames() -> Iterator[KittiFrame]:
         for k in range(count):
             i = k % len(scans)
-            scan = _read_scan(scans[i])
+            scan = read_kitti_scan(scans[i])
             twist = None
             if i < len(oxts) and oxts[i].is_file():
                 twist = read_kitti_oxts_motion(oxts[i])  # IMU frame
@@ -360,10 +386,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bag directory to create")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--camera", type=int, default=2, choices=(2, 3), help="colour camera")
-    parser.add_argument("--rate-hz", type=float, default=10.0, help="frame rate when stamps are synthesized")
+    parser.add_argument("--rate-hz", type=positive_float, default=10.0, help="frame rate when stamps are synthesized")
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=positive_int,
         help=f"write the frames N times (default: 1 for a drive, {SINGLE_FRAME_REPEAT} for a single frame)",
     )
     parser.add_argument("--no-deskew", action="store_true", help="keep the raw (not motion-compensated) scans")
@@ -373,7 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw scans plus /tf odom -> base_link and /kitti/oxts/twist from OXTS (an ego-motion source for "
         "the nodes' live de-skew; implies --no-deskew)",
     )
-    parser.add_argument("--odometry-rate-hz", type=float, default=50.0, help="/tf odom -> base_link rate")
+    parser.add_argument("--odometry-rate-hz", type=positive_float, default=50.0, help="/tf odom -> base_link rate")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -394,17 +420,18 @@ def run(args: argparse.Namespace) -> int:
             rate_hz=args.rate_hz,
         )
         T_velo_from_imu = read_T_velo_from_imu(args.src) if args.odometry else None
-        n_msgs, n_frames = write_bag(
-            args.out,
-            calib,
-            frames,
-            storage=args.storage,
-            rate_hz=args.rate_hz,
-            T_velo_from_imu=T_velo_from_imu,
-            odometry_rate_hz=args.odometry_rate_hz,
-        )
+        with atomic_directory(args.out) as tmp_bag:  # a failed run leaves no partial bag behind
+            n_msgs, n_frames = write_bag(
+                tmp_bag,
+                calib,
+                frames,
+                storage=args.storage,
+                rate_hz=args.rate_hz,
+                T_velo_from_imu=T_velo_from_imu,
+                odometry_rate_hz=args.odometry_rate_hz,
+            )
     except (DepthCompletionError, OSError) as exc:
-        print(f"depth-completion kitti-to-bag: error: {exc}", file=sys.stderr)
+        print(f"depth-completion kitti-to-bag: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except ImportError as exc:  # a ROS message package the bag needs (tf2_msgs for /tf_static, ...)
         package = (exc.name or "a ROS 2 message package").split(".")[0]

@@ -130,7 +130,14 @@ def run(args: argparse.Namespace) -> int:
         for label, argv in procs:
             print(f"{label}: {' '.join(argv)}")
         return 0
-    env = ros_process_env(int(os.environ.get("ROS_DOMAIN_ID", "0")))
+    raw_domain = os.environ.get("ROS_DOMAIN_ID", "0").strip() or "0"
+    if not raw_domain.isdigit() or int(raw_domain) > 232:
+        print(
+            f"depth-completion launch: error: ROS_DOMAIN_ID must be an integer 0..232, got {raw_domain!r}",
+            file=sys.stderr,
+        )
+        return 2
+    env = ros_process_env(int(raw_domain))
     profile = env["FASTDDS_DEFAULT_PROFILES_FILE"]
     print(f"[launch] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} FASTDDS_DEFAULT_PROFILES_FILE={profile}")
     # The node first; the bag player once the node logs "ready" (at the latest after PLAYER_START_TIMEOUT_S), as

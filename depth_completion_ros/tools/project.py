@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from depth_completion_ros.cli import one_line
 from depth_completion_ros.core.calibration import read_kitti_oxts_motion, read_kitti_raw_calibration
 from depth_completion_ros.core.errors import DepthCompletionError
+from depth_completion_ros.core.files import read_kitti_scan, write_image
 from depth_completion_ros.core.projection import deskew_points, filter_occluded, project_points
 from depth_completion_ros.core.units import metres_to_kitti_png
 from depth_completion_ros.core.visualize import colorize_depth
@@ -71,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if kitti_dir is not None:
             raw = Path(kitti_dir) / "raw"
             calib = read_kitti_raw_calibration(raw / "calib_cam_to_cam.txt", raw / "calib_velo_to_cam.txt", args.camera)
-            scan_path = raw / "lidar_data.bin"
-            if not scan_path.is_file():
-                raise DepthCompletionError(f"LiDAR scan not found: {scan_path}")
-            points = np.fromfile(scan_path, dtype=np.float32).reshape(-1, 4)
+            points = read_kitti_scan(raw / "lidar_data.bin")
             if not args.no_deskew and (raw / "imu_data.txt").is_file():
                 imu_calib = raw / "calib_imu_to_velo.txt"
                 v, w = read_kitti_oxts_motion(raw / "imu_data.txt", imu_calib if imu_calib.is_file() else None)
@@ -91,11 +89,10 @@ def run(args: argparse.Namespace) -> int:
             depth = filter_occluded(depth)
         elapsed = (time.perf_counter() - t0) * 1e3
     except (DepthCompletionError, OSError) as exc:
-        print(f"depth-completion project: error: {exc}", file=sys.stderr)
+        print(f"depth-completion project: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out / "sparse_depth.png"), metres_to_kitti_png(depth))
-    cv2.imwrite(str(args.out / "sparse_preview.png"), colorize_depth(depth)[..., ::-1])
+    write_image(args.out / "sparse_depth.png", metres_to_kitti_png(depth))
+    write_image(args.out / "sparse_preview.png", np.ascontiguousarray(colorize_depth(depth)[..., ::-1]))
     n = int(np.count_nonzero(depth))
     print(
         f"{source}: {len(points)} points -> {n} pixels ({100.0 * n / depth.size:.1f} %) in "

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from depth_completion_ros.core.errors import CheckpointError, DataError, DepthCompletionError
+from depth_completion_ros.core.files import atomic_output, atomic_write_text
 from depth_completion_ros.core.losses import LossConfig, completion_loss
 from depth_completion_ros.core.metrics import compute_metrics, mean_metrics
 
@@ -35,6 +36,7 @@ __all__ = [
     "add_arguments",
     "apply_overrides",
     "build_dataset",
+    "check_config",
     "evaluate_model",
     "load_config",
     "lr_factor",
@@ -144,8 +146,72 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
     return cfg
 
 
+# (section, key) -> (kind, low, high, may be None): what check_config accepts for each numeric field.
+_NUMERIC: dict[tuple[str, str], tuple[str, float, float | None, bool]] = {
+    ("optim", "lr"): ("float", 0.0, None, False),  # > 0
+    ("optim", "weight_decay"): ("float", 0.0, None, False),
+    ("optim", "warmup_steps"): ("int", 0, None, False),
+    ("optim", "steps"): ("int", 1, None, False),
+    ("optim", "batch_size"): ("int", 1, None, False),
+    ("optim", "grad_clip"): ("float", 0.0, None, True),
+    ("train", "seed"): ("int", 0, 2**63 - 1, False),
+    ("train", "log_every"): ("int", 1, None, False),
+    ("train", "val_every"): ("int", 0, None, True),
+    ("train", "ckpt_every"): ("int", 0, None, True),
+    ("train", "max_minutes"): ("float", 0.0, None, True),
+    ("train", "num_threads"): ("int", 0, 1024, False),
+    ("data", "num_workers"): ("int", 0, 256, False),
+    ("data", "val_limit"): ("int", 1, None, True),
+    ("data", "limit"): ("int", 1, None, True),
+    ("data", "hflip"): ("float", 0.0, 1.0, False),
+    ("data", "jitter"): ("float", 0.0, 1.0, False),
+}
+_POSITIVE = {"optim.lr", "train.max_minutes"}
+"""Fields that must be strictly above their lower bound."""
+
+
+def _number(value: Any, kind: str) -> Any:
+    """YAML 1.1 reads `1e-3` and `1e5` as strings: numbers written so are converted (integral floats to int for
+    integer fields); anything else is returned as it is, for the range check to refuse."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def check_config(cfg: dict) -> dict:
+    """Check the numeric fields of a merged config (types, finiteness, ranges); returns a copy with numbers written
+    as strings (`1e-3`) converted.
+
+    Raises:
+        DataError: naming the first bad key, e.g. `optim.batch_size must be an integer >= 1, got 0`.
+    """
+    cfg = copy.deepcopy(cfg)
+    for (section, key), (kind, low, high, nullable) in _NUMERIC.items():
+        value = cfg[section][key] = _number(cfg[section][key], kind)
+        name = f"{section}.{key}"
+        if value is None and nullable:
+            continue
+        strict = name in _POSITIVE
+        want = f"{'an integer' if kind == 'int' else 'a finite number'} {'>' if strict else '>='} {low}"
+        want += f" and <= {high}" if high else ""
+        ok_type = not isinstance(value, bool) and (
+            isinstance(value, int) if kind == "int" else isinstance(value, (int, float)) and math.isfinite(value)
+        )
+        if not ok_type or value < low or (strict and value <= low) or (high is not None and value > high):
+            raise DataError(f"{name} must be {want}{' (or null)' if nullable else ''}, got {value!r}")
+    if not isinstance(cfg["train"]["out_dir"], (str, Path)) or not str(cfg["train"]["out_dir"]):
+        raise DataError(f"train.out_dir must be a folder path, got {cfg['train']['out_dir']!r}")
+    return cfg
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
-    """DEFAULT_CONFIG, updated from the YAML file at `path` (if any), then from `overrides`."""
+    """DEFAULT_CONFIG, updated from the YAML file at `path` (if any), then from `overrides`; checked
+    (`check_config`)."""
     cfg = copy.deepcopy(DEFAULT_CONFIG)
     if path is not None:
         try:
@@ -155,7 +221,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(data, dict):
             raise DataError(f"config {path} must be a mapping")
         cfg = _merge(cfg, data)
-    return apply_overrides(cfg, overrides or [])
+    return check_config(apply_overrides(cfg, overrides or []))
 
 
 def _cos_interp(start: float, end: float, pct: float) -> float:
@@ -293,10 +359,8 @@ def _collate(items: list[dict]) -> dict:
 def _save_model(path: Path, model: torch.nn.Module, model_cfg: Any, extra: dict) -> None:
     from depth_completion_ros.core.checkpoint import save_checkpoint
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    save_checkpoint(tmp, model, model_cfg, extra=extra)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_checkpoint(tmp, model, model_cfg, extra=extra)
 
 
 def _save_state(path: Path, optimizer: torch.optim.Optimizer, scaler: Any, step: int, extra: dict) -> None:
@@ -319,10 +383,10 @@ def _save_state(path: Path, optimizer: torch.optim.Optimizer, scaler: Any, step:
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     st_path, js_path = _state_files(path)
-    save_file(tensors, str(st_path))
-    js_path.write_text(json.dumps(meta, indent=1, default=float))
+    with atomic_output(st_path) as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_text(js_path, json.dumps(meta, indent=1, default=float))
 
 
 def _load_state(path: Path, optimizer: torch.optim.Optimizer, scaler: Any) -> dict:
@@ -336,19 +400,45 @@ def _load_state(path: Path, optimizer: torch.optim.Optimizer, scaler: Any) -> di
         meta = json.loads(js_path.read_text())
     except Exception as exc:
         raise CheckpointError(f"cannot read resume state {path}: {exc}") from exc
+    _check_state_meta(meta, js_path)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict[str, Any]] = {}
     for key, val in tensors.items():
-        pid, name = key.split(".", 1)
+        pid, _, name = key.partition(".")
+        if not (pid.isdigit() and name and int(pid) < len(params)):
+            raise CheckpointError(f"{st_path}: tensor {key!r} names no parameter of the model")
+        if val.ndim and tuple(val.shape) != tuple(params[int(pid)].shape):
+            raise CheckpointError(
+                f"{st_path}: {key} has shape {tuple(val.shape)}, the parameter {tuple(params[int(pid)].shape)}"
+            )
         state.setdefault(int(pid), {})[name] = val
     for pid, sc in meta["scalars"].items():
+        if not (pid.isdigit() and int(pid) < len(params) and isinstance(sc, dict)):
+            raise CheckpointError(f"{js_path}: scalars entry {pid!r} names no parameter of the model")
         state.setdefault(int(pid), {}).update(sc)
     try:
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as exc:
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"resume state {path} does not match the model/optimizer: {exc}") from exc
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
     return meta
+
+
+def _check_state_meta(meta: Any, path: Path) -> None:
+    """The JSON half of a resume state: a mapping with an integer step >= 0, param_groups and scalars."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: resume state must be a JSON object")
+    missing = [k for k in ("step", "param_groups", "scalars") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: resume state lacks {', '.join(missing)}")
+    step = meta["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
+    if not isinstance(meta["param_groups"], list) or not all(isinstance(g, dict) for g in meta["param_groups"]):
+        raise CheckpointError(f"{path}: param_groups must be a list of objects")
+    if not isinstance(meta["scalars"], dict):
+        raise CheckpointError(f"{path}: scalars must be an object")
 
 
 def _state_path_for(ckpt: Path) -> Path:
@@ -458,6 +548,7 @@ def run_training(cfg: dict, *, resume: str | Path | None = None) -> dict[str, An
 
     from depth_completion_ros.core.model import CSPNModelConfig, CSPNNet
 
+    cfg = check_config(cfg)
     rank, world, local_rank = _dist_env()
     device = _device(cfg, local_rank)
     distributed = world > 1
@@ -476,7 +567,7 @@ def run_training(cfg: dict, *, resume: str | Path | None = None) -> dict[str, An
     is_main = rank == 0
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     train_set = build_dataset(cfg, train=True)
     val_set = build_dataset(cfg, train=False) if is_main and t_cfg["val_every"] else None
@@ -488,13 +579,23 @@ def run_training(cfg: dict, *, resume: str | Path | None = None) -> dict[str, An
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
     start_step = 0
     if resume is not None:
-        from depth_completion_ros.core.checkpoint import load_checkpoint
+        from depth_completion_ros.core.checkpoint import check_state_dict, load_checkpoint
 
         rpath = Path(resume)
-        loaded, _, _meta = load_checkpoint(rpath, map_location="cpu")
+        loaded, _, ckpt_meta = load_checkpoint(rpath, map_location="cpu")
+        check_state_dict(model, loaded.state_dict(), source=f"{rpath} (against model config {cfg['model']})")
         model.load_state_dict(loaded.state_dict())
         meta = _load_state(_state_path_for(rpath), opt, scaler)
         start_step = int(meta["step"])
+        if "step" in ckpt_meta and ckpt_meta["step"] != start_step:
+            raise CheckpointError(
+                f"{rpath} is at step {ckpt_meta['step']} but its resume state at step {start_step}: not one save"
+            )
+        if start_step >= int(o_cfg["steps"]):
+            raise DataError(
+                f"{rpath} is at step {start_step}, not below optim.steps {o_cfg['steps']}: nothing to train "
+                "(raise optim.steps to continue)"
+            )
     freeze_bn = bool(t_cfg["freeze_bn"])
     if distributed and device.type == "cuda" and t_cfg["sync_bn"] and not freeze_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -536,6 +637,8 @@ def run_training(cfg: dict, *, resume: str | Path | None = None) -> dict[str, An
 
     def checkpoint(step: int, name: str = "last") -> Path:
         path = ckpt_dir / f"{name}.safetensors"
+        if not _finite(model.parameters()):  # never overwrite a good checkpoint with a diverged model
+            raise DataError(f"the model's parameters are not finite at step {step}; {path.name} not written")
         if is_main:
             extra = {"step": step, "train_config": cfg}
             _save_model(path, model, model_cfg, extra)
@@ -581,7 +684,7 @@ def run_training(cfg: dict, *, resume: str | Path | None = None) -> dict[str, An
                     scale = float(n_local * world / n_global.clamp_min(1.0))
                     loss = loss * scale
                     parts = {k: v * scale for k, v in parts.items()}
-                _check_finite(loss, batch["id"], step, distributed)
+                _check_finite(loss, batch["id"], step, distributed, model=model, inputs=(rgb, sparse, gt), lr=lr)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None and use_amp:
                     scaler.scale(loss).backward()
@@ -639,22 +742,49 @@ def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
-def _check_finite(loss: torch.Tensor, ids: list[str], step: int, distributed: bool) -> None:
-    """Stop (DataError) if the loss is NaN/inf on any rank, naming the offending frames; never trains on it."""
+def _finite(tensors: Any) -> bool:
+    return all(bool(torch.isfinite(t.detach()).all()) for t in tensors)
+
+
+def _check_finite(
+    loss: torch.Tensor,
+    ids: list[str],
+    step: int,
+    distributed: bool,
+    *,
+    model: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    lr: float,
+) -> None:
+    """Stop (DataError) if the loss is NaN/inf on any rank; never trains on it.  The message names the cause:
+    the model's parameters (training diverged: the learning rate, not the data), non-finite inputs (naming the
+    frames), or an overflow with finite inputs and parameters."""
     bad = not bool(torch.isfinite(loss.detach()).item())
+    inputs_ok = _finite(inputs) if bad else True
     if distributed:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (bad, list(ids)))
-        offenders = [i for b, ids_r in gathered if b for i in ids_r]
+        dist.all_gather_object(gathered, (bad, list(ids), inputs_ok))
     else:
-        offenders = list(ids) if bad else []
-    if offenders:
+        gathered = [(bad, list(ids), inputs_ok)]
+    if not any(b for b, _, _ in gathered):
+        return
+    where = f"non-finite loss at step {step + 1}"
+    stopped = "training stopped, this batch was not trained on"
+    if not _finite(model.parameters()):
         raise DataError(
-            f"non-finite loss at step {step + 1} on batch {offenders}; training stopped, this batch was not "
-            "trained on (check these frames for NaN/inf depth or RGB)"
+            f"{where}; {stopped}: the model's parameters are no longer finite, so training diverged (optim.lr is "
+            f"{lr:g} at this step; lower it or set optim.grad_clip); the data is not the cause"
         )
+    bad_frames = [i for b, ids_r, ok in gathered if b and not ok for i in ids_r]
+    if bad_frames:
+        raise DataError(f"{where} on batch {bad_frames}; {stopped} (NaN/inf in these frames' inputs or ground truth)")
+    frames = [i for b, ids_r, _ in gathered if b for i in ids_r]
+    raise DataError(
+        f"{where} on batch {frames}; {stopped}: inputs and parameters are finite, the model or loss overflowed "
+        f"(optim.lr is {lr:g}; try a lower optim.lr, optim.amp false, or check these frames for extreme depths)"
+    )
 
 
 @torch.no_grad()
