@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError
+from .files import atomic_output
 from .model import CSPNModelConfig, CSPNNet
 
 __all__ = [
@@ -81,29 +81,19 @@ def save_checkpoint(
 
 
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
-    """Write `tensors` (copied to the CPU, contiguous) with string `metadata` to `path` atomically.
+    """Write `tensors` and string `metadata` as safetensors at `path`, atomically (`core.files.atomic_output`).
 
-    The file is written to a temporary file in the same folder and renamed over `path` (`os.replace`), so a
-    reader never sees a half-written checkpoint and a failed write leaves the old file in place.
+    A reader never sees a half-written checkpoint and a failed write leaves the old file in place.
 
     Raises:
-        CheckpointError: the folder is missing or not writable, or the write fails.
+        DataError: `path` is a folder or a device.
+        OSError: the folder is not writable or the disk is full.
     """
     from safetensors.torch import save_file
 
-    p = Path(path)
     data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {p}: {exc}") from exc
-    os.close(fd)
-    try:
-        save_file(data, tmp, metadata=dict(metadata))
-        os.replace(tmp, p)
-    except Exception as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {p}: {exc}") from exc
+    with atomic_output(path) as tmp:
+        save_file(data, str(tmp), metadata=dict(metadata))
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:

@@ -347,7 +347,8 @@ def save_published(
     Atomic (temporary file in the same folder, then `os.replace`).
 
     Raises:
-        CheckpointError: `extra` not JSON-serializable, or the write fails.
+        CheckpointError: `extra` not JSON-serializable.
+        OSError: the write fails (the previous file is kept).
     """
     try:
         extra_json = json.dumps(dict(extra or {}), default=json_default)
