@@ -45,7 +45,7 @@ def _check_depth(name: str, depth: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise ShapeError(f"{name}: expected float metres, got dtype {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if out.size and not cv2.checkRange(out, True)[0]:  # NaN / ±inf somewhere (one SIMD pass, ~4x numpy's)
         out = np.where(np.isfinite(out), out, np.float32(0.0))
     return out
 
@@ -258,23 +258,49 @@ def sparse_stats(sparse: np.ndarray) -> SparseStats:
     Raises:
         DataError: if `sparse` has no measurement.
     """
-    depth = _check_depth("sparse", sparse)
-    return _stats(depth, depth > 0)
+    return _stats(_check_depth("sparse", sparse))
 
 
-def _stats(depth: np.ndarray, valid: np.ndarray) -> SparseStats:
-    count = int(np.count_nonzero(valid))
+def _stats(depth: np.ndarray, valid: np.ndarray | None = None) -> SparseStats:
+    """`SparseStats` of a checked float32 map (`valid`: its pixels > 0, unused: one pass over `depth` finds them)."""
+    count, r0, r1, c0, c1, top = _extent(depth)
     if count == 0:
         raise DataError("sparse depth has no valid measurement")
-    rows = np.flatnonzero(valid.any(axis=1))
-    cols = np.flatnonzero(valid.any(axis=0))
-    area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    area = (r1 - r0 + 1) * (c1 - c0 + 1)
     return SparseStats(
-        count=count,
+        count=int(count),
         spacing=max(1.0, float(np.sqrt(area / count))),
         fill_ratio=count / area,
-        max_depth=float(depth.max()),
+        max_depth=float(top),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _extent(depth: np.ndarray) -> tuple[int, int, int, int, int, float]:  # pragma: no cover - compiled
+    """(count of pixels > 0, first / last row and column holding one, largest value) in one pass."""
+    h, w = depth.shape
+    count = 0
+    r0, r1, c0, c1 = h, -1, w, -1
+    top = np.float32(0.0)
+    for y in range(h):
+        n = 0
+        for x in range(w):
+            v = depth[y, x]
+            n += v > 0
+            top = max(top, v)
+        if n:
+            count += n
+            r0 = min(r0, y)
+            r1 = y
+            x = 0
+            while depth[y, x] <= 0:
+                x += 1
+            c0 = min(c0, x)
+            x = w - 1
+            while depth[y, x] <= 0:
+                x -= 1
+            c1 = max(c1, x)
+    return count, r0, r1, c0, c1, float(top)
 
 
 def _odd(x: float, lo: int = 3, hi: int = 255) -> int:
@@ -342,7 +368,7 @@ def classical_fill_detailed(
     """
     depth = _check_depth("sparse", sparse)
     h = depth.shape[0]
-    st = _stats(depth, depth > 0) if stats is None else stats
+    st = _stats(depth) if stats is None else stats
     r0, r1 = (0, h) if rows is None else (int(rows[0]), int(rows[1]))
     if not 0 <= r0 < r1 <= h:
         raise ValueError(f"rows must satisfy 0 <= r0 < r1 <= {h}, got {rows}")
