@@ -239,14 +239,26 @@ def test_gaps_in_a_near_surface_are_filled_from_it():
     np.testing.assert_array_equal(fr.depth[:4], plain[:4])  # beyond the measurements: no surface, no change
 
 
+def _lidar_like(rng):
+    """Lines every 4 rows in the lower 2/3 with dropouts and a wide gap: rows of the window, search-on and envelope
+    paths of `_nearest_kernel`."""
+    d = np.zeros((45, 140), np.float32)
+    d[16::4] = np.where(rng.random((len(range(16, 45, 4)), 140)) < 0.7, rng.uniform(2, 60, (8, 140)), 0)
+    d[30:, 60:75] = 0.0
+    return d
+
+
 def test_exact_nearest_matches_brute_force(rng):
     """The default's nearest fill: the measurement at the smallest Euclidean distance (ties: smaller column, then
-    smaller row), checked against every measurement's distance on small random maps."""
+    smaller row), checked against every measurement's distance on small random maps and a LiDAR-like one."""
+    maps = [_lidar_like(rng)]
     for _ in range(60):
         h, w = rng.integers(1, 30, 2)
         density = rng.choice([0.01, 0.05, 0.3, 0.9])
-        d = np.where(rng.random((h, w)) < density, rng.uniform(1, 9, (h, w)), 0).astype(np.float32)
-        d[rng.integers(h), rng.integers(w)] = 2.0
+        maps.append(np.where(rng.random((h, w)) < density, rng.uniform(1, 9, (h, w)), 0).astype(np.float32))
+        maps[-1][rng.integers(h), rng.integers(w)] = 2.0
+    for d in maps:
+        h, w = d.shape
         fill, dist = _nearest_exact(d)
         ys, xs = np.nonzero(d > 0)
         yy, xx = np.mgrid[:h, :w]
