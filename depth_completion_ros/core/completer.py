@@ -183,6 +183,10 @@ class DepthCompleter:
         confidence looks `edge_window // 2` rows further; the fill of a band equals the whole image's
         (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (The fill's
         distance transform is compute-bound and gains most from the second core.)
+
+        Affinities and propagation run only on the rows the sensor covers (`_covered_rows`: the measured rows and a
+        margin; all rows for dense sensors); beyond them (a LiDAR's sky, ~30 % of a KITTI frame) the depth is the
+        fill, whose nearest measurements lie far below or above anyway.
         """
         cfg = self.config
         fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
@@ -197,6 +201,7 @@ class DepthCompleter:
         bands = max(1, min(cfg.bands, h // (4 * halo)))  # bands much taller than their halo, or one
         points_per_row = cv2.reduce((sparse > 0).view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
         cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo)
+        cov0, cov1 = _covered_rows(points_per_row, halo + int(np.ceil(_COVER_SPACINGS * stats.spacing)))
         depth = np.empty((h, w), np.float32)
         conf = np.empty((h, w), np.float32)
 
@@ -204,12 +209,27 @@ class DepthCompleter:
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
             fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, **fill_args)
-            aff = anchored_pair_affinity(
-                rgb[c0:c1], anchor=cfg.anchor, sigma=sigma.result(), sigma_scale=cfg.colour_sigma_scale
-            )
-            d = cspn_propagate_pairs(  # a fresh array: clipped in place
-                fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
-            )
+            p0, p1 = max(c0, cov0), min(c1, cov1)  # rows propagated (the covered ones): every band cuts them alike
+            s = sigma.result()
+            if (p0, p1) == (c0, c1):
+                aff = anchored_pair_affinity(rgb[c0:c1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale)
+                d = cspn_propagate_pairs(  # a fresh array: clipped in place
+                    fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+                )
+            else:
+                d = fr.depth.copy()
+                if p0 < p1:
+                    aff = anchored_pair_affinity(
+                        rgb[p0:p1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale
+                    )
+                    d[p0 - c0 : p1 - c0] = cspn_propagate_pairs(
+                        fr.depth[p0 - c0 : p1 - c0],
+                        aff.pairs,
+                        aff.inv_norm,
+                        anchor=aff.anchor,
+                        iterations=cfg.iterations,
+                        sparse=fr.anchors[p0 - c0 : p1 - c0],
+                    )
             _clip_in_place(d, np.float32(1e-3), np.float32(cfg.max_depth))
             c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
             depth[r0:r1] = d[r0 - c0 : r1 - c0]
@@ -244,6 +264,21 @@ class DepthCompleter:
         conf = np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0).astype(np.float32)
         conf[sparse > 0] = 1.0
         return depth.astype(np.float32), conf
+
+
+_COVER_SPACINGS = 4.0
+"""Rows propagated beyond the first and last measured rows, in measurement spacings (plus the band halo): KITTI's
+ground truth starts up to ~3 spacings above the 16-beam input's top row (the 64-beam input's top row is within a
+spacing of it)."""
+
+
+def _covered_rows(points_per_row: np.ndarray, margin: int) -> tuple[int, int]:
+    """Rows [r0, r1) from `margin` rows above the first row with a measurement to `margin` below the last one."""
+    rows = np.flatnonzero(points_per_row)
+    h = len(points_per_row)
+    if rows.size == 0:
+        return 0, h
+    return max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
 
 
 _POINT_COST_PX = 6.0
