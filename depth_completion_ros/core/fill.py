@@ -261,8 +261,8 @@ def sparse_stats(sparse: np.ndarray) -> SparseStats:
     return _stats(_check_depth("sparse", sparse))
 
 
-def _stats(depth: np.ndarray, valid: np.ndarray | None = None) -> SparseStats:
-    """`SparseStats` of a checked float32 map (`valid`: its pixels > 0, unused: one pass over `depth` finds them)."""
+def _stats(depth: np.ndarray) -> SparseStats:
+    """`SparseStats` of a checked float32 map (one pass)."""
     count, r0, r1, c0, c1, top = _extent(depth)
     if count == 0:
         raise DataError("sparse depth has no valid measurement")
@@ -410,17 +410,19 @@ def _nearest_region(
     reach = kernels.reach if reject else 0
     j0, j1 = max(0, d0 - reach), min(h, d1 + reach)
     sub = depth[j0:j1]
-    valid = sub > 0
     anchors = sub
     whole = (d0, d1) == (0, h)
     surfaces = None
     if reject:
-        surfaces = _near_surfaces(sub, valid, st, kernels)
-        kept = _reject(sub, valid, surfaces, tolerance)
-        # (The image's nearest measurement is never rejected, so `kept` is empty only in a band: then the whole.)
-        if kept.any() or not whole:
-            anchors = np.multiply(sub, kept, dtype=np.float32)
-            valid = kept
+        surfaces = _near_surfaces(sub, st, kernels)
+        valid = np.zeros(sub.shape, np.bool_)
+        anchors = np.zeros(sub.shape, np.float32)
+        count = _keep(sub, surfaces.near, surfaces.r0, np.float32(1.0 + tolerance), anchors, valid)
+        # (The image's nearest measurement is never rejected, so nothing is kept only in a band: then the whole.)
+        if count == 0 and whole:
+            anchors, valid = sub, sub > 0
+    else:
+        valid = sub > 0
     anchors, valid = anchors[d0 - j0 : d1 - j0], valid[d0 - j0 : d1 - j0]
     if not whole:
         if not valid.any():
@@ -479,16 +481,13 @@ class _Surfaces:
 
 
 def _near_surfaces(
-    depth: np.ndarray, valid: np.ndarray, st: SparseStats, kernels: _SurfaceKernels, *, enclosing: bool = True
+    depth: np.ndarray, st: SparseStats, kernels: _SurfaceKernels, *, enclosing: bool = True
 ) -> _Surfaces:
-    rows = np.flatnonzero(valid.any(axis=1))
-    if rows.size == 0:
+    ref = np.float32(st.max_depth * 1.05 + 1.0)
+    inv, r0, r1 = _inverted(np.ascontiguousarray(depth), ref, kernels.reach)
+    if r0 == r1:
         empty = np.empty((0, depth.shape[1]), np.float32)
         return _Surfaces(near=empty, enclosing=empty if enclosing else None, r0=0, r1=0)
-    r0, r1 = max(0, rows[0] - kernels.reach), min(len(valid), rows[-1] + 1 + kernels.reach)
-    ref = np.float32(st.max_depth * 1.05 + 1.0)
-    inv = np.subtract(ref, depth[r0:r1])
-    inv *= valid[r0:r1]  # 0 where missing (depth is finite here)
     near = cv2.dilate(inv, _diamond(kernels.near))
     near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, _full(kernels.near))
     closed = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, _full(kernels.enclosing)) if enclosing else None
@@ -500,13 +499,62 @@ def _near_surfaces(
     )
 
 
-def _reject(depth: np.ndarray, valid: np.ndarray, surfaces: _Surfaces, tolerance: float) -> np.ndarray:
-    """Kept-measurement mask: valid and not farther than (1 + tolerance) × the near surface."""
-    kept = np.zeros_like(valid)
-    rows = slice(surfaces.r0, surfaces.r1)
-    behind = depth[rows] > surfaces.near * np.float32(1.0 + tolerance)  # never where there is none (`ref`)
-    np.logical_and(valid[rows], ~behind, out=kept[rows])
+@numba.njit(cache=True, nogil=True)
+def _inverted(depth: np.ndarray, ref: np.float32, reach: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
+    """(`ref - depth` where depth > 0 else 0, over rows [r0, r1), r0, r1): the rows with a measurement and `reach`
+    rows around them (r0 = r1 = 0 when there is none), in one pass."""
+    h, w = depth.shape
+    first, last = -1, -1
+    for y in range(h):
+        d = depth[y]
+        for x in range(w):
+            if d[x] > 0:
+                if first < 0:
+                    first = y
+                last = y
+                break
+    if first < 0:
+        return np.empty((0, w), np.float32), 0, 0
+    r0, r1 = max(0, first - reach), min(h, last + 1 + reach)
+    inv = np.empty((r1 - r0, w), np.float32)
+    zero = np.float32(0.0)
+    for y in range(r0, r1):
+        d = depth[y]
+        o = inv[y - r0]
+        for x in range(w):
+            o[x] = ref - d[x] if d[x] > 0 else zero
+    return inv, r0, r1
+
+
+def _reject(depth: np.ndarray, surfaces: _Surfaces, tolerance: float) -> np.ndarray:
+    """Kept-measurement mask: measured (> 0) and not farther than (1 + tolerance) × the near surface."""
+    kept = np.zeros(depth.shape, np.bool_)
+    _keep(np.ascontiguousarray(depth), surfaces.near, surfaces.r0, np.float32(1.0 + tolerance), None, kept)
     return kept
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep(
+    depth: np.ndarray, near: np.ndarray, r0: int, factor: np.float32, anchors: np.ndarray | None, kept: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """kept = depth > 0 and not depth > near × factor over the surface rows [r0, r0 + len(near)) (no measurement
+    lies outside them; `kept` and `anchors` are already zero there); anchors = depth where kept, else 0.  Returns
+    the kept count."""
+    count = 0
+    for y in range(near.shape[0]):
+        d = depth[r0 + y]
+        n = near[y]
+        k = kept[r0 + y]
+        for x in range(d.shape[0]):
+            keep = d[x] > 0 and not d[x] > n[x] * factor  # never behind where there is no surface (`ref`)
+            k[x] = keep
+            count += keep
+        if anchors is not None:
+            a = anchors[r0 + y]
+            zero = np.float32(0.0)
+            for x in range(d.shape[0]):
+                a[x] = d[x] if k[x] else zero
+    return count
 
 
 def _prefer_enclosing_surface(fill: np.ndarray, row0: int, surfaces: _Surfaces, tolerance: float) -> None:
@@ -516,9 +564,19 @@ def _prefer_enclosing_surface(fill: np.ndarray, row0: int, surfaces: _Surfaces, 
     a0, a1 = max(row0, surfaces.r0), min(row0 + len(fill), surfaces.r1)
     if a0 >= a1 or surfaces.enclosing is None:
         return
-    f = fill[a0 - row0 : a1 - row0]
-    e = surfaces.enclosing[a0 - surfaces.r0 : a1 - surfaces.r0]
-    np.copyto(f, e, where=f > e * np.float32(1.0 + tolerance))
+    _take_enclosing(
+        fill[a0 - row0 : a1 - row0], surfaces.enclosing[a0 - surfaces.r0 : a1 - surfaces.r0], np.float32(1 + tolerance)
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _take_enclosing(fill: np.ndarray, enclosing: np.ndarray, factor: np.float32) -> None:  # pragma: no cover
+    """fill = enclosing where fill > enclosing × factor, in place (rows of equal shape)."""
+    for y in range(fill.shape[0]):
+        f = fill[y]
+        e = enclosing[y]
+        for x in range(f.shape[0]):
+            f[x] = e[x] if f[x] > e[x] * factor else f[x]
 
 
 def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE) -> np.ndarray:
@@ -537,8 +595,7 @@ def reject_outliers(sparse: np.ndarray, *, tolerance: float = OUTLIER_TOLERANCE)
         DataError: if `sparse` has no measurement.
     """
     depth = _check_depth("sparse", sparse)
-    valid = depth > 0
-    st = _stats(depth, valid)
-    surfaces = _near_surfaces(depth, valid, st, _SurfaceKernels.for_spacing(st.spacing), enclosing=False)
-    kept = _reject(depth, valid, surfaces, tolerance)
+    st = _stats(depth)
+    surfaces = _near_surfaces(depth, st, _SurfaceKernels.for_spacing(st.spacing), enclosing=False)
+    kept = _reject(depth, surfaces, tolerance)
     return np.where(kept, depth, np.float32(0.0))
