@@ -186,7 +186,8 @@ class DepthCompleter:
 
         Affinities and propagation run only on the rows the sensor covers (`_covered_rows`: the measured rows and a
         margin; all rows for dense sensors); beyond them (a LiDAR's sky, ~30 % of a KITTI frame) the depth is the
-        fill, whose nearest measurements lie far below or above anyway.
+        fill, whose nearest measurements lie far below or above anyway; above them, the fill of the first covered row
+        (`classical_fill_detailed(extend_above=...)`).
         """
         cfg = self.config
         fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
@@ -208,7 +209,7 @@ class DepthCompleter:
         def run(i: int) -> None:
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
-            fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, **fill_args)
+            fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, extend_above=cov0, **fill_args)
             p0, p1 = max(c0, cov0), min(c1, cov1)  # rows propagated (the covered ones): every band cuts them alike
             s = sigma.result()
             if (p0, p1) == (c0, c1):

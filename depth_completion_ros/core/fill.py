@@ -333,6 +333,7 @@ def classical_fill_detailed(
     blur: float = 0.15,
     rows: tuple[int, int] | None = None,
     stats: SparseStats | None = None,
+    extend_above: int = 0,
 ) -> FillResult:
     """The default's initial fill: outlier rejection, nearest fill, density-scaled gaussian smoothing.
 
@@ -351,6 +352,10 @@ def classical_fill_detailed(
     every pixel is checked: one whose nearest measurement might lie beyond the margin makes the band fall back to
     the whole image).  Bands of one image can be filled on parallel threads.
 
+    With `extend_above = t > 0` (no measurement above row t), the rows above t take the nearest fill of row t
+    (IP-Basic's extension to the top; its distance plus the rows between): the exact nearest fill runs on rows >= t
+    only (a LiDAR's sky: ~25 % of a KITTI frame's nearest fill).
+
     Args:
         sparse: (H, W) float32 metres, 0 = missing.
         outlier_tolerance: relative depth excess over the near surface that rejects a point (0 = off).
@@ -358,13 +363,14 @@ def classical_fill_detailed(
         blur: gaussian sigma in units of the measurement spacing.
         rows: optional band of rows (0 <= r0 < r1 <= H).
         stats: `sparse_stats(sparse)` of the whole image, when the caller has it (bands share it).
+        extend_above: first row of the exact nearest fill (0 = all rows; nothing may be measured above it).
 
     Returns:
         `FillResult` of the band (rows r1 - r0) or of the whole image.
 
     Raises:
         DataError: if `sparse` has no measurement.
-        ValueError: rows outside the image.
+        ValueError: rows outside the image, or a measurement above `extend_above`.
     """
     depth = _check_depth("sparse", sparse)
     h = depth.shape[0]
@@ -376,22 +382,44 @@ def classical_fill_detailed(
     k_blur = _odd(4.0 * sig + 1.0, 3, 255) if blur > 0 else 1
     reject = outlier_tolerance > 0 and st.fill_ratio < outlier_max_fill_ratio
     kernels = _SurfaceKernels.for_spacing(st.spacing)
-    # Rows whose nearest fill must be exact: the band and the blur's reach around it.
+    top = int(extend_above)
+    if not 0 <= top < h:
+        raise ValueError(f"extend_above must satisfy 0 <= t < {h}, got {extend_above}")
+    if top > 0 and cv2.countNonZero(cv2.compare(depth[:top], 0.0, cv2.CMP_GT)):
+        raise ValueError(f"extend_above={top}: a measurement lies above that row")
+    # Rows whose nearest fill must be exact: the band and the blur's reach around it (row `top` for rows above it).
     f0, f1 = max(0, r0 - k_blur // 2), min(h, r1 + k_blur // 2)
+    e0, e1 = max(f0, top), max(f1, top + 1)
     margin = int(32 + 4 * np.ceil(st.spacing))
-    d0, d1 = max(0, f0 - margin), min(h, f1 + margin)
-    region = _nearest_region(depth, st, (d0, d1), (f0, f1), reject, outlier_tolerance, kernels)
+    d0, d1 = max(top, e0 - margin), min(h, e1 + margin)
+    region = _nearest_region(depth, st, (d0, d1), (e0, e1), reject, outlier_tolerance, kernels, top)
     if region is None:  # a nearest measurement may lie beyond the margin: the whole image, then
-        region = _nearest_region(depth, st, (0, h), (f0, f1), reject, outlier_tolerance, kernels)
-        d0 = 0
+        region = _nearest_region(depth, st, (top, h), (e0, e1), reject, outlier_tolerance, kernels, top)
+        d0 = top
     fill, dist, anchors, kept = region
-    fill, dist = fill[f0 - d0 : f1 - d0], dist[r0 - d0 : r1 - d0]
-    anchors, kept = anchors[r0 - d0 : r1 - d0], kept[r0 - d0 : r1 - d0]
+    fill = _rows(fill, d0, f0, f1, top)
+    dist = _rows(dist, d0, r0, r1, top, grow=True)
+    anchors, kept = _rows(anchors, d0, r0, r1, top, zero=True), _rows(kept, d0, r0, r1, top, zero=True)
     if blur > 0:
         fill = cv2.GaussianBlur(fill, (k_blur, k_blur), sig)
     fill = np.ascontiguousarray(fill[r0 - f0 : r1 - f0])
     np.copyto(fill, anchors, where=kept)
     return FillResult(depth=fill, anchors=np.ascontiguousarray(anchors), distance=np.ascontiguousarray(dist), stats=st)
+
+
+def _rows(a: np.ndarray, a0: int, lo: int, hi: int, top: int, *, grow: bool = False, zero: bool = False) -> np.ndarray:
+    """Rows [lo, hi) of an image whose rows [a0, a0 + len(a)) are `a` (a0 <= max(lo, top)), rows above `top` being
+    row `top` (`grow`: plus the rows between; `zero`: zeros instead)."""
+    if lo >= top:
+        return a[lo - a0 : hi - a0]
+    n = min(hi, top) - lo
+    if zero:
+        above = np.zeros((n, a.shape[1]), a.dtype)
+    elif grow:
+        above = a[top - a0] + np.arange(top - lo, top - lo - n, -1, dtype=a.dtype)[:, None]
+    else:
+        above = np.broadcast_to(a[top - a0], (n, a.shape[1]))
+    return np.concatenate([above, a[top - a0 : hi - a0]]) if hi > top else np.ascontiguousarray(above)
 
 
 def _nearest_region(
@@ -402,16 +430,18 @@ def _nearest_region(
     reject: bool,
     tolerance: float,
     kernels: _SurfaceKernels,
+    top: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(nearest fill, distance, anchors, kept) of rows `region` of `depth`, or None when rows `exact` may differ
-    from the whole-image result (a pixel no nearer to its measurement than to the region's cut rows)."""
+    from the whole-image result (a pixel no nearer to its measurement than to the region's cut rows).  Nothing is
+    measured above row `top` <= region[0]: a region starting there is not cut above."""
     h = depth.shape[0]
     d0, d1 = region
     reach = kernels.reach if reject else 0
     j0, j1 = max(0, d0 - reach), min(h, d1 + reach)
     sub = depth[j0:j1]
     anchors = sub
-    whole = (d0, d1) == (0, h)
+    whole = d0 <= top and d1 == h
     surfaces = None
     if reject:
         surfaces = _near_surfaces(sub, st, kernels)
@@ -431,7 +461,7 @@ def _nearest_region(
         # Any measurement beyond a cut row is at least as far (chamfer metric) as that row: a pixel strictly nearer
         # to its measurement found here than to both cuts has the whole-image result.
         y = np.arange(exact[0], exact[1])
-        room = np.minimum(y - d0 + 1 if d0 > 0 else np.inf, d1 - y if d1 < h else np.inf).astype(np.float32)
+        room = np.minimum(y - d0 + 1 if d0 > top else np.inf, d1 - y if d1 < h else np.inf).astype(np.float32)
         if (dist[exact[0] - d0 : exact[1] - d0] >= room[:, None]).any():
             return None
     else:

@@ -269,3 +269,26 @@ def test_exact_nearest_matches_brute_force(rng):
         np.testing.assert_allclose(dist, np.sqrt(sq.min(-1)), rtol=1e-6)
     with pytest.raises(DataError):
         _nearest_exact(np.zeros((4, 4), np.float32))
+
+
+def test_extend_above_copies_the_first_exact_row(rng, monkeypatch):
+    """Rows above `extend_above` take row t's nearest fill (distance + the rows between); rows from t on are the plain
+    result; bands equal the whole image."""
+    d = _lidar_like(rng)
+    t = 9  # measurements from row 16 on
+    plain = classical_fill_detailed(d, blur=0.0)
+    ext = classical_fill_detailed(d, blur=0.0, extend_above=t)
+    np.testing.assert_array_equal(ext.depth[t:], plain.depth[t:])
+    np.testing.assert_array_equal(ext.distance[t:], plain.distance[t:])
+    np.testing.assert_array_equal(ext.depth[:t], np.broadcast_to(plain.depth[t], (t, d.shape[1])))
+    np.testing.assert_allclose(ext.distance[:t], plain.distance[t] + np.arange(t, 0, -1)[:, None], rtol=1e-6)
+    np.testing.assert_array_equal(ext.anchors, plain.anchors)
+    whole = classical_fill_detailed(d, extend_above=t)
+    stats = sparse_stats(d)
+    for r0, r1 in itertools.pairwise([0, 5, 20, 45]):
+        band = classical_fill_detailed(d, rows=(r0, r1), stats=stats, extend_above=t)
+        np.testing.assert_array_equal(band.depth, whole.depth[r0:r1])
+        np.testing.assert_array_equal(band.distance, whole.distance[r0:r1])
+        np.testing.assert_array_equal(band.anchors, whole.anchors[r0:r1])
+    with pytest.raises(ValueError, match="above"):
+        classical_fill_detailed(d, extend_above=20)
