@@ -152,20 +152,24 @@ def nearest_fill(sparse: np.ndarray) -> np.ndarray:
     return _nearest(_check_depth("sparse", sparse))[0]
 
 
-def _nearest_exact(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_exact(depth: np.ndarray, spacing: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(nearest fill, Euclidean distance in pixels to the nearest measurement) of a checked float32 map, exact.
 
     The nearest measurement of a pixel minimizes the squared distance dy² + dx²; ties go to the smaller column, then
     the smaller row (so the result does not depend on the scan).  Separable (Felzenszwalb & Huttenlocher 2012): the
     nearest measurement in each column, then per row the lower envelope of the parabolas (x - x')² + dy(x')², in
-    integers.  About 1.5x faster than OpenCV's labelled distance transform (a 5×5 chamfer approximation) at
-    1242×375.
+    integers; with a measurement `spacing` (pixels) up to `_WINDOW_MAX_SPACING`, a window search first.  ~1.2x
+    (envelope) to ~2x (window) faster than OpenCV's labelled distance transform (a 5×5 chamfer approximation) on the
+    KITTI frames at 1242×375.
     """
     if not (depth > 0).any():
         raise DataError("sparse depth has no valid measurement")
     fill = np.empty_like(depth)
     dist = np.empty_like(depth)
-    _nearest_kernel(depth, fill, dist)
+    if spacing is not None and spacing <= _WINDOW_MAX_SPACING:  # (the same result, faster for dense inputs)
+        _nearest_window_kernel(depth, fill, dist)
+    else:
+        _nearest_kernel(depth, fill, dist)
     return fill, dist
 
 
@@ -214,6 +218,125 @@ def _nearest_kernel(depth: np.ndarray, fill: np.ndarray, dist: np.ndarray) -> No
             c = cols[j]
             fill[y, x] = depth[src[y, c], c]
             dist[y, x] = np.sqrt(np.float32(best + x * x))
+
+
+_NEAREST_WINDOW = 4
+"""Half-width (columns) of the vectorized first search of `_nearest_kernel`: exact for every pixel whose nearest
+measurement is nearer than `_NEAREST_WINDOW + 1` pixels; the others are searched on (few) or their row goes through
+the envelope (many).  3, 4 and 6 with 3, 8 and 20 as the "many" divisor measured on the benchmark's cases: 4 and 3
+fastest."""
+
+
+_WINDOW_MAX_SPACING = 6.0
+"""The window kernel serves measurement spacings up to this (KITTI 64 / 32 beams, TUM 5 %: 1.5x faster than the
+envelope alone on their covered rows); sparser inputs (16 beams, TUM 1 %, spot grids) spend more on the farther
+searches than they save (1.3-1.5x slower), so they use the envelope alone."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_window_kernel(depth: np.ndarray, fill: np.ndarray, dist: np.ndarray) -> None:  # pragma: no cover
+    """`_nearest_kernel`'s result by another route, faster where most pixels have a measurement within a few pixels
+    (spacing <= `_WINDOW_MAX_SPACING`).
+
+    Per column, the nearest measurement (row `src`, squared distance `g2`); per row, the column minimizing
+    (x - x')² + g2(x'), first over a window of ±`_NEAREST_WINDOW` columns (vectorized, leftmost on ties), then, where
+    that may not be the minimum, by a search farther out, or for the whole row by the lower envelope of the parabolas
+    (Felzenszwalb & Huttenlocher 2012, in integers: the earlier parabola keeps a tie).  All three give the same
+    (canonical) answer."""
+    h, w = depth.shape
+    R = _NEAREST_WINDOW
+    lim = (R + 1) * (R + 1)  # a window result below this is the minimum
+    none = np.int32(1 << 20)  # "no measurement in this column" (|row| >= none)
+    big = np.int32(1 << 30)
+    src = np.empty((h, w), np.int32)
+    g2 = np.empty((h, w + 2 * R), np.int32)  # padded by R columns of `big` on each side
+    last = np.full(w, -none, np.int32)
+    for y in range(h):  # the last measurement above (or at) each pixel
+        for x in range(w):
+            last[x] = y if depth[y, x] > 0 else last[x]
+            src[y, x] = last[x]
+    nxt = np.full(w, none, np.int32)
+    for y in range(h - 1, -1, -1):  # the nearer of it and the next one below (a tie: the one above)
+        row = g2[y]
+        for x in range(w):
+            nxt[x] = y if depth[y, x] > 0 else nxt[x]
+            up = src[y, x]
+            down = nxt[x]
+            r = down if down - y < y - up else up
+            src[y, x] = r
+            dy = min(abs(r - y), 20000)  # (no measurement: far beyond any real one, no overflow)
+            row[x + R] = dy * dy
+        for x in range(R):
+            row[x] = big
+            row[w + R + x] = big
+    best = np.empty(w, np.int32)
+    arg = np.empty(w, np.int32)
+    cols = np.empty(w, np.int64)  # the envelope: its parabolas' columns and values at x = 0 (g2 + x'²)
+    vals = np.empty(w, np.int64)
+    for y in range(h):
+        row = g2[y]
+        win = row[0:w]
+        for x in range(w):
+            best[x] = win[x] + R * R
+            arg[x] = x - R
+        for k in range(1, 2 * R + 1):  # (slices and counters from 0: LLVM vectorizes these loops)
+            dk = np.int32((k - R) * (k - R))
+            win = row[k : k + w]
+            for x in range(w):
+                c = win[x] + dk
+                t = c < best[x]
+                best[x] = c if t else best[x]
+                arg[x] = (x + k - R) if t else arg[x]
+        far = 0
+        for x in range(w):
+            far += best[x] >= lim
+        if far * 3 > w:  # the envelope for the whole row
+            k = -1
+            for q in range(w):
+                r = src[y, q]
+                if r >= none or r <= -none:
+                    continue
+                fq = np.int64(row[q + R]) + q * q
+                # Drop the last parabola while the new one is at or below it from where it starts (integer form of
+                # "intersection(k, q) <= intersection(k - 1, k)").
+                while k >= 1 and (fq - vals[k]) * (cols[k] - cols[k - 1]) <= (vals[k] - vals[k - 1]) * (q - cols[k]):
+                    k -= 1
+                k += 1
+                cols[k] = q
+                vals[k] = fq
+            j = 0
+            for x in range(w):
+                b = vals[j] - 2 * x * cols[j]
+                while j < k and vals[j + 1] - 2 * x * cols[j + 1] < b:
+                    j += 1
+                    b = vals[j] - 2 * x * cols[j]
+                best[x] = b + x * x
+                arg[x] = cols[j]
+        elif far:  # search on from the window's edge while a column can still be nearer (or tie on the left)
+            for x in range(w):
+                b = best[x]
+                if b < lim:
+                    continue
+                a = arg[x]
+                dx = R + 1
+                while dx * dx <= b:
+                    if x - dx >= 0:
+                        c = row[x - dx + R] + dx * dx
+                        if c <= b:
+                            b = c
+                            a = x - dx
+                    if x + dx < w:
+                        c = row[x + dx + R] + dx * dx
+                        if c < b:
+                            b = c
+                            a = x + dx
+                    dx += 1
+                best[x] = b
+                arg[x] = a
+        for x in range(w):
+            c = arg[x]
+            fill[y, x] = depth[src[y, c], c]
+            dist[y, x] = np.sqrt(np.float32(best[x]))
 
 
 def _nearest(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -457,7 +580,7 @@ def _nearest_region(
     if not whole:
         if not valid.any():
             return None
-        fill, dist = _nearest_exact(np.ascontiguousarray(anchors))
+        fill, dist = _nearest_exact(np.ascontiguousarray(anchors), st.spacing)
         # Any measurement beyond a cut row is at least as far (chamfer metric) as that row: a pixel strictly nearer
         # to its measurement found here than to both cuts has the whole-image result.
         y = np.arange(exact[0], exact[1])
@@ -465,7 +588,7 @@ def _nearest_region(
         if (dist[exact[0] - d0 : exact[1] - d0] >= room[:, None]).any():
             return None
     else:
-        fill, dist = _nearest_exact(anchors)
+        fill, dist = _nearest_exact(anchors, st.spacing)
     if surfaces is not None:
         _prefer_enclosing_surface(fill, d0 - j0, surfaces, tolerance)
     return fill, dist, anchors, valid

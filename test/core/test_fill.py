@@ -134,9 +134,9 @@ class TestClassicalFill:
         heights = []
         real = fill_module._nearest_exact
 
-        def spy(depth):
+        def spy(depth, spacing=None):
             heights.append(depth.shape[0])
-            return real(depth)
+            return real(depth, spacing)
 
         whole = classical_fill_detailed(sp)
         monkeypatch.setattr(fill_module, "_nearest_exact", spy)
@@ -248,7 +248,8 @@ def _lidar_like(rng):
     return d
 
 
-def test_exact_nearest_matches_brute_force(rng):
+@pytest.mark.parametrize("spacing", [None, 1.0])  # the envelope kernel, the window kernel
+def test_exact_nearest_matches_brute_force(rng, spacing):
     """The default's nearest fill: the measurement at the smallest Euclidean distance (ties: smaller column, then
     smaller row), checked against every measurement's distance on small random maps and a LiDAR-like one."""
     maps = [_lidar_like(rng)]
@@ -259,7 +260,7 @@ def test_exact_nearest_matches_brute_force(rng):
         maps[-1][rng.integers(h), rng.integers(w)] = 2.0
     for d in maps:
         h, w = d.shape
-        fill, dist = _nearest_exact(d)
+        fill, dist = _nearest_exact(d, spacing)
         ys, xs = np.nonzero(d > 0)
         yy, xx = np.mgrid[:h, :w]
         sq = (yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2
