@@ -223,13 +223,14 @@ class DepthCompleter:
                     aff = anchored_pair_affinity(
                         rgb[p0:p1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale
                     )
-                    d[p0 - c0 : p1 - c0] = cspn_propagate_pairs(
+                    cspn_propagate_pairs(
                         fr.depth[p0 - c0 : p1 - c0],
                         aff.pairs,
                         aff.inv_norm,
                         anchor=aff.anchor,
                         iterations=cfg.iterations,
                         sparse=fr.anchors[p0 - c0 : p1 - c0],
+                        out=d[p0 - c0 : p1 - c0],
                     )
             _clip_in_place(d, np.float32(1e-3), np.float32(cfg.max_depth))
             c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
