@@ -152,7 +152,9 @@ def nearest_fill(sparse: np.ndarray) -> np.ndarray:
     return _nearest(_check_depth("sparse", sparse))[0]
 
 
-def _nearest_exact(depth: np.ndarray, spacing: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_exact(
+    depth: np.ndarray, spacing: float | None = None, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(nearest fill, Euclidean distance in pixels to the nearest measurement) of a checked float32 map, exact.
 
     The nearest measurement of a pixel minimizes the squared distance dy² + dx²; ties go to the smaller column, then
@@ -164,8 +166,7 @@ def _nearest_exact(depth: np.ndarray, spacing: float | None = None) -> tuple[np.
     """
     if not (depth > 0).any():
         raise DataError("sparse depth has no valid measurement")
-    fill = np.empty_like(depth)
-    dist = np.empty_like(depth)
+    fill, dist = (np.empty_like(depth), np.empty_like(depth)) if out is None else out
     if spacing is not None and spacing <= _WINDOW_MAX_SPACING:  # (the same result, faster for dense inputs)
         _nearest_window_kernel(depth, fill, dist)
     else:
@@ -514,35 +515,19 @@ def classical_fill_detailed(
     f0, f1 = max(0, r0 - k_blur // 2), min(h, r1 + k_blur // 2)
     e0, e1 = max(f0, top), max(f1, top + 1)
     margin = int(32 + 4 * np.ceil(st.spacing))
-    d0, d1 = max(top, e0 - margin), min(h, e1 + margin)
+    d0, d1 = min(f0, max(top, e0 - margin)), min(h, e1 + margin)
     region = _nearest_region(depth, st, (d0, d1), (e0, e1), reject, outlier_tolerance, kernels, top)
     if region is None:  # a nearest measurement may lie beyond the margin: the whole image, then
-        region = _nearest_region(depth, st, (top, h), (e0, e1), reject, outlier_tolerance, kernels, top)
-        d0 = top
+        region = _nearest_region(depth, st, (0, h), (e0, e1), reject, outlier_tolerance, kernels, top)
+        d0 = 0
     fill, dist, anchors, kept = region
-    fill = _rows(fill, d0, f0, f1, top)
-    dist = _rows(dist, d0, r0, r1, top, grow=True)
-    anchors, kept = _rows(anchors, d0, r0, r1, top, zero=True), _rows(kept, d0, r0, r1, top, zero=True)
+    fill, dist = fill[f0 - d0 : f1 - d0], dist[r0 - d0 : r1 - d0]
+    anchors, kept = anchors[r0 - d0 : r1 - d0], kept[r0 - d0 : r1 - d0]
     if blur > 0:
         fill = cv2.GaussianBlur(fill, (k_blur, k_blur), sig)
     fill = np.ascontiguousarray(fill[r0 - f0 : r1 - f0])
     np.copyto(fill, anchors, where=kept)
     return FillResult(depth=fill, anchors=np.ascontiguousarray(anchors), distance=np.ascontiguousarray(dist), stats=st)
-
-
-def _rows(a: np.ndarray, a0: int, lo: int, hi: int, top: int, *, grow: bool = False, zero: bool = False) -> np.ndarray:
-    """Rows [lo, hi) of an image whose rows [a0, a0 + len(a)) are `a` (a0 <= max(lo, top)), rows above `top` being
-    row `top` (`grow`: plus the rows between; `zero`: zeros instead)."""
-    if lo >= top:
-        return a[lo - a0 : hi - a0]
-    n = min(hi, top) - lo
-    if zero:
-        above = np.zeros((n, a.shape[1]), a.dtype)
-    elif grow:
-        above = a[top - a0] + np.arange(top - lo, top - lo - n, -1, dtype=a.dtype)[:, None]
-    else:
-        above = np.broadcast_to(a[top - a0], (n, a.shape[1]))
-    return np.concatenate([above, a[top - a0 : hi - a0]]) if hi > top else np.ascontiguousarray(above)
 
 
 def _nearest_region(
@@ -557,7 +542,8 @@ def _nearest_region(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(nearest fill, distance, anchors, kept) of rows `region` of `depth`, or None when rows `exact` may differ
     from the whole-image result (a pixel no nearer to its measurement than to the region's cut rows).  Nothing is
-    measured above row `top` <= region[0]: a region starting there is not cut above."""
+    measured above row `top`: a region starting at or above it is not cut above, and its rows above `top` take row
+    `top`'s fill (distance + the rows between)."""
     h = depth.shape[0]
     d0, d1 = region
     reach = kernels.reach if reject else 0
@@ -577,20 +563,25 @@ def _nearest_region(
     else:
         valid = sub > 0
     anchors, valid = anchors[d0 - j0 : d1 - j0], valid[d0 - j0 : d1 - j0]
+    if not whole and not valid.any():
+        return None
+    # The exact nearest fill of rows [n0, d1), written into the region's arrays; rows above `top` copy row `top`.
+    n0 = max(d0, top)
+    fill = np.empty(anchors.shape, np.float32)
+    dist = np.empty(anchors.shape, np.float32)
+    _nearest_exact(np.ascontiguousarray(anchors[n0 - d0 :]), st.spacing, out=(fill[n0 - d0 :], dist[n0 - d0 :]))
     if not whole:
-        if not valid.any():
-            return None
-        fill, dist = _nearest_exact(np.ascontiguousarray(anchors), st.spacing)
-        # Any measurement beyond a cut row is at least as far (chamfer metric) as that row: a pixel strictly nearer
-        # to its measurement found here than to both cuts has the whole-image result.
-        y = np.arange(exact[0], exact[1])
+        # Any measurement beyond a cut row is at least as far as that row: a pixel strictly nearer to its measurement
+        # found here than to both cuts has the whole-image result.
+        y = np.arange(max(exact[0], n0), exact[1])
         room = np.minimum(y - d0 + 1 if d0 > top else np.inf, d1 - y if d1 < h else np.inf).astype(np.float32)
-        if (dist[exact[0] - d0 : exact[1] - d0] >= room[:, None]).any():
+        if (dist[y[0] - d0 : exact[1] - d0] >= room[:, None]).any():
             return None
-    else:
-        fill, dist = _nearest_exact(anchors, st.spacing)
     if surfaces is not None:
-        _prefer_enclosing_surface(fill, d0 - j0, surfaces, tolerance)
+        _prefer_enclosing_surface(fill[n0 - d0 :], n0 - j0, surfaces, tolerance)
+    if n0 > d0:
+        fill[: n0 - d0] = fill[n0 - d0]
+        np.add(dist[n0 - d0], np.arange(n0 - d0, 0, -1, dtype=np.float32)[:, None], out=dist[: n0 - d0])
     return fill, dist, anchors, valid
 
 

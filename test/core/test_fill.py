@@ -134,9 +134,9 @@ class TestClassicalFill:
         heights = []
         real = fill_module._nearest_exact
 
-        def spy(depth, spacing=None):
+        def spy(depth, spacing=None, out=None):
             heights.append(depth.shape[0])
-            return real(depth, spacing)
+            return real(depth, spacing, out)
 
         whole = classical_fill_detailed(sp)
         monkeypatch.setattr(fill_module, "_nearest_exact", spy)
