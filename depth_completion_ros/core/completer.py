@@ -203,10 +203,11 @@ class DepthCompleter:
         points_per_row = cv2.reduce((sparse > 0).view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
         cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo)
         cov0, cov1 = _covered_rows(points_per_row, halo + int(np.ceil(_COVER_SPACINGS * stats.spacing)))
-        depth = np.empty((h, w), np.float32)
-        conf = np.empty((h, w), np.float32)
+        depth = np.empty((h, w), np.float32) if bands > 1 else None
+        conf = np.empty((h, w), np.float32) if bands > 1 else None
 
         def run(i: int) -> None:
+            nonlocal depth, conf
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
             fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, extend_above=cov0, **fill_args)
@@ -218,7 +219,9 @@ class DepthCompleter:
                     fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
                 )
             else:
-                d = fr.depth.copy()
+                d = np.empty_like(fr.depth)  # the fill outside the propagated rows
+                d[: max(0, p0 - c0)] = fr.depth[: max(0, p0 - c0)]
+                d[max(0, p1 - c0) :] = fr.depth[max(0, p1 - c0) :]
                 if p0 < p1:
                     aff = anchored_pair_affinity(
                         rgb[p0:p1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale
@@ -234,6 +237,9 @@ class DepthCompleter:
                     )
             _clip_in_place(d, np.float32(1e-3), np.float32(cfg.max_depth))
             c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
+            if depth is None:  # one band: its arrays are the result
+                depth, conf = d, c
+                return
             depth[r0:r1] = d[r0 - c0 : r1 - c0]
             conf[r0:r1] = c[r0 - c0 : r1 - c0]
 

@@ -36,7 +36,12 @@ object (LiDAR–camera parallax).  0.2–0.3 gave the lowest RMSE and MAE on eve
 the TUM cases of `benchmarks/bench_completion.py`; 0.1 dropped valid background points at depth edges."""
 
 
-def _check_depth(name: str, depth: np.ndarray) -> np.ndarray:
+def _finite(depth: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(depth), depth, np.float32(0.0))
+
+
+def _check_depth(name: str, depth: np.ndarray, *, finite: bool = True) -> np.ndarray:
+    """`depth` as a contiguous (H, W) float32 array, NaN / ±inf set to 0 (`finite=False`: the caller checks that)."""
     arr = np.asarray(depth)
     if arr.ndim != 2:
         raise ShapeError(f"{name}: expected shape (H, W), got {arr.shape}")
@@ -45,8 +50,8 @@ def _check_depth(name: str, depth: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise ShapeError(f"{name}: expected float metres, got dtype {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    if out.size and not cv2.checkRange(out, True)[0]:  # NaN / ±inf somewhere (one SIMD pass, ~4x numpy's)
-        out = np.where(np.isfinite(out), out, np.float32(0.0))
+    if finite and not cv2.checkRange(out, True)[0]:  # NaN / ±inf somewhere (one SIMD pass, ~4x numpy's)
+        out = _finite(out)
     return out
 
 
@@ -382,12 +387,14 @@ def sparse_stats(sparse: np.ndarray) -> SparseStats:
     Raises:
         DataError: if `sparse` has no measurement.
     """
-    return _stats(_check_depth("sparse", sparse))
+    return _stats(_check_depth("sparse", sparse, finite=False))  # (`_stats` sees NaN / inf in its pass)
 
 
 def _stats(depth: np.ndarray) -> SparseStats:
-    """`SparseStats` of a checked float32 map (one pass)."""
-    count, r0, r1, c0, c1, top = _extent(depth)
+    """`SparseStats` of a float32 map (one pass; NaN / ±inf count as missing)."""
+    count, r0, r1, c0, c1, top, bad = _extent(depth)
+    if bad:
+        count, r0, r1, c0, c1, top, bad = _extent(_finite(depth))
     if count == 0:
         raise DataError("sparse depth has no valid measurement")
     area = (r1 - r0 + 1) * (c1 - c0 + 1)
@@ -400,10 +407,12 @@ def _stats(depth: np.ndarray) -> SparseStats:
 
 
 @numba.njit(cache=True, nogil=True)
-def _extent(depth: np.ndarray) -> tuple[int, int, int, int, int, float]:  # pragma: no cover - compiled
-    """(count of pixels > 0, first / last row and column holding one, largest value) in one pass."""
+def _extent(depth: np.ndarray) -> tuple[int, int, int, int, int, float, int]:  # pragma: no cover - compiled
+    """(count of pixels > 0, first / last row and column holding one, largest value, count of NaN / ±inf) in one
+    pass."""
     h, w = depth.shape
     count = 0
+    bad = 0
     r0, r1, c0, c1 = h, -1, w, -1
     top = np.float32(0.0)
     for y in range(h):
@@ -411,7 +420,10 @@ def _extent(depth: np.ndarray) -> tuple[int, int, int, int, int, float]:  # prag
         for x in range(w):
             v = depth[y, x]
             n += v > 0
+            bad += v - v != 0  # NaN and ±inf (inf - inf is NaN)
             top = max(top, v)
+        if bad:
+            return 0, 0, 0, 0, 0, 0.0, bad
         if n:
             count += n
             r0 = min(r0, y)
@@ -424,7 +436,7 @@ def _extent(depth: np.ndarray) -> tuple[int, int, int, int, int, float]:  # prag
             while depth[y, x] <= 0:
                 x -= 1
             c1 = max(c1, x)
-    return count, r0, r1, c0, c1, float(top)
+    return count, r0, r1, c0, c1, float(top), 0
 
 
 def _odd(x: float, lo: int = 3, hi: int = 255) -> int:

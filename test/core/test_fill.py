@@ -93,6 +93,17 @@ class TestStats:
         assert 0.5 * step <= st.spacing <= 1.5 * step
         assert st.max_depth == pytest.approx(3.0)
 
+    def test_nan_and_inf_count_as_missing(self, rng):
+        sp = np.where(rng.random((30, 40)) < 0.1, rng.uniform(1, 9, (30, 40)), 0).astype(np.float32)
+        sp[[0, 29]] = 0.0
+        sp[:, [0, 39]] = 0.0
+        clean = sparse_stats(sp)
+        dirty = sp.copy()
+        dirty[0, 0], dirty[29, 39], dirty[15, 0] = np.nan, np.inf, -np.inf  # (missing either way)
+        assert sparse_stats(dirty) == clean
+        with pytest.raises(DataError):
+            sparse_stats(np.full((4, 4), np.nan, np.float32))
+
 
 class TestClassicalFill:
     @pytest.mark.parametrize("depth", [0.1, 1.0, 40.0, 250.0, 2000.0])
