@@ -201,8 +201,8 @@ class DepthCompleter:
         halo = cfg.iterations + edge_window(stats.spacing) // 2 + 1
         bands = max(1, min(cfg.bands, h // (4 * halo)))  # bands much taller than their halo, or one
         points_per_row = cv2.reduce((sparse > 0).view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
-        cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo)
         cov0, cov1 = _covered_rows(points_per_row, halo + int(np.ceil(_COVER_SPACINGS * stats.spacing)))
+        cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo, covered=(cov0, cov1))
         depth = np.empty((h, w), np.float32) if bands > 1 else None
         conf = np.empty((h, w), np.float32) if bands > 1 else None
 
@@ -294,20 +294,31 @@ _POINT_COST_PX = 6.0
 rejection and surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity,
 propagation, confidence): with it both bands of the 1242×375 KITTI frames end within ~0.5 ms of each other."""
 
+_UNCOVERED_ROW_COST = 0.2
+"""Cost of a row outside the covered ones (fill extension, blur, confidence: no nearest fill, affinity or propagation)
+as a fraction of a covered row's per-pixel work (estimated from the stage costs at 1242×375)."""
+
 _COLOUR_SIGMA_COST = 0.11
 """Cost of `colour_sigma` (computed by the first band's thread before its band) as a fraction of the whole image's
 per-pixel work: ~0.08 alone, more while the other band runs (memory-bound); 0.11 ended both bands together in
 1242×375 KITTI timelines (0.08: the first band ~1.5 ms later, 0.15: ~2 ms earlier)."""
 
 
-def _balanced_cuts(points_per_row: np.ndarray, width: int, bands: int, *, min_rows: int) -> list[int]:
-    """Row cuts (0 = c_0 < ... < c_bands = H) giving the bands about equal estimated work: `width` per row plus
-    `_POINT_COST_PX` per measurement, the first band also carrying the colour scale.  Every band gets at least
-    `min_rows` rows (when H allows); the result does not depend on the cuts, only the timing does."""
+def _balanced_cuts(
+    points_per_row: np.ndarray, width: int, bands: int, *, min_rows: int, covered: tuple[int, int] | None = None
+) -> list[int]:
+    """Row cuts (0 = c_0 < ... < c_bands = H) giving the bands about equal estimated work: `width` per row
+    (`_UNCOVERED_ROW_COST` of it outside the `covered` rows) plus `_POINT_COST_PX` per measurement, the first band
+    also carrying the colour scale.  Every band gets at least `min_rows` rows (when H allows); the result does not
+    depend on the cuts, only the timing does."""
     h = len(points_per_row)
     if bands <= 1:
         return [0, h]
-    cost = np.cumsum(width + _POINT_COST_PX * points_per_row.astype(np.float64))
+    per_row = np.full(h, float(width))
+    if covered is not None:
+        per_row[: covered[0]] *= _UNCOVERED_ROW_COST
+        per_row[covered[1] :] *= _UNCOVERED_ROW_COST
+    cost = np.cumsum(per_row + _POINT_COST_PX * points_per_row.astype(np.float64))
     lead = _COLOUR_SIGMA_COST * h * width
     total = cost[-1] + lead
     cuts = [0]
