@@ -153,29 +153,68 @@ def median_ms(fn, repeats):
     return res, float(np.median(ts)), float(np.percentile(ts, 75) - np.percentile(ts, 25))
 
 
-def stage_times(rgb, sp, repeats):
-    """Single-thread stage costs of the default method (each stage alone, the whole image).
+def cpu_ms(fn, repeats):
+    """(result, min ms, median ms) of the calling thread's CPU time (`time.thread_time`) over `repeats` calls after
+    one warm-up: one-thread work, less sensitive than the wall clock to other processes on a shared machine."""
+    res = fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.thread_time()
+        res = fn()
+        ts.append((time.thread_time() - t) * 1000)
+    return res, float(np.min(ts)), float(np.median(ts))
 
-    `complete()` runs them in row bands on parallel threads (CompleterConfig.bands), so its time is not their sum;
-    see `paired_ratios` for the whole call against IP-Basic.
+
+def stage_times(rgb, sp, repeats):
+    """One-thread CPU time (min, median ms) of each stage of the default method as a one-band `complete()` runs it
+    (the rows the sensor covers for the affinity and propagation, when the completer restricts them), and of the
+    whole one-band call and IP-Basic on the same thread.
+
+    `complete()` with bands > 1 runs the stages in row bands on parallel threads, so its time is not their sum;
+    see `paired_ratios` for the whole call against IP-Basic on the wall clock.
     """
+    from depth_completion_ros.core import completer as completer_module
+
     cfg = CompleterConfig()
+    h = sp.shape[0]
+    fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
+    cov0, cov1 = 0, h
+    if hasattr(completer_module, "_covered_rows"):  # (this version: affinity and propagation on the covered rows)
+        from depth_completion_ros.core.confidence import edge_window
+        from depth_completion_ros.core.fill import sparse_stats
+
+        st = sparse_stats(sp)
+        halo = cfg.iterations + edge_window(st.spacing) // 2 + 1
+        per_row = (sp > 0).sum(axis=1)
+        margin = halo + int(np.ceil(completer_module._COVER_SPACINGS * st.spacing))
+        cov0, cov1 = completer_module._covered_rows(per_row, margin)
+        fill_args["extend_above"] = cov0
     out = {}
-    fr, out["fill (stats+outliers+nearest+blur)"], _ = median_ms(
-        lambda: classical_fill_detailed(sp, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur), repeats
+    fr, *out["fill (stats+outliers+nearest+blur)"] = cpu_ms(lambda: classical_fill_detailed(sp, **fill_args), repeats)
+    rows = f"rows {cov0}-{cov1}"
+    aff, *out[f"affinity (colour scale+pairs+normalization), {rows}"] = cpu_ms(
+        lambda: anchored_pair_affinity(rgb[cov0:cov1], anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale),
+        repeats,
     )
-    aff, out["affinity (colour scale+pair kernels+normalization)"], _ = median_ms(
-        lambda: anchored_pair_affinity(rgb, anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale), repeats
-    )
-    d, out[f"propagation ({cfg.iterations} iterations)"], _ = median_ms(
+    d, *out[f"propagation ({cfg.iterations} iterations), {rows}"] = cpu_ms(
         lambda: cspn_propagate_pairs(
-            fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+            np.ascontiguousarray(fr.depth[cov0:cov1]),
+            aff.pairs,
+            aff.inv_norm,
+            anchor=aff.anchor,
+            iterations=cfg.iterations,
+            sparse=np.ascontiguousarray(fr.anchors[cov0:cov1]),
         ),
         repeats,
     )
-    _, out["confidence"], _ = median_ms(
-        lambda: default_confidence(d, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
+    full = fr.depth.copy()
+    full[cov0:cov1] = d
+    _, *out["confidence"] = cpu_ms(
+        lambda: default_confidence(full, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
     )
+    one = DepthCompleter(CompleterConfig(bands=1))
+    _, *out["whole complete() (1 band)"] = cpu_ms(lambda: one.complete(rgb, sp), repeats)
+    _, *out["IP-Basic fill_in_fast (baseline)"] = cpu_ms(lambda: ip_basic_fill(sp), repeats)
     return out
 
 
@@ -240,7 +279,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5, help="rounds of paired complete() / IP-Basic calls")
     ap.add_argument("--pairs", type=int, default=4, help="pairs a frame and setup in each round")
+    ap.add_argument("--stage-repeats", type=int, default=20, help="calls per stage (CPU time: min and median)")
     ap.add_argument("--stages-only", action="store_true", help="timings only, no accuracy table")
+    ap.add_argument("--no-learned", action="store_true", help="skip the learned model's (slow) CPU timing")
     args = ap.parse_args()
     configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
     torch.manual_seed(0)
@@ -253,11 +294,12 @@ def main():
         **tum_cases(),
     }
     rgb, sp, _ = cases["kitti_02"]
-    stages = stage_times(rgb, sp, args.repeats)
+    stages = stage_times(rgb, sp, args.stage_repeats)
     print(f"{platform.processor() or platform.machine()}")
-    print("\nstage timings at 1242x375, one thread, kitti_02 (median ms)")
-    for k, v in stages.items():
-        print(f"  {k:52s} {v:.2f}")
+    print("\nstage timings at 1242x375, kitti_02, one thread's CPU time (ms)")
+    print(f"  {'stage':58s} {'min':>6s} {'median':>7s}")
+    for k, (lo, med) in stages.items():
+        print(f"  {k:58s} {lo:6.2f} {med:7.2f}")
     print(machine_line())
     paired = paired_ratios([cases[k][:2] for k in ("kitti_02", "kitti_03")], args.runs, args.pairs)
     print(
@@ -270,7 +312,7 @@ def main():
         runs = " ".join(f"{m:.2f}" for m in r["run_medians"])
         print(f"  {name:10s} {r['ms']:8.2f} {r['ip_ms']:7.2f} {q[0]:9.2f} {q[1]:6.2f} {q[2]:6.2f}   {runs}")
     print(machine_line())
-    learned = learned_times(rgb, sp, args.repeats)
+    learned = {} if args.no_learned else learned_times(rgb, sp, args.repeats)
     for k, v in learned.items():
         print(f"  {k:52s} {v:.2f}" if isinstance(v, float) else f"  {k:52s} {v}")
     if args.stages_only:
