@@ -282,8 +282,13 @@ def main():
     ap.add_argument("--stage-repeats", type=int, default=20, help="calls per stage (CPU time: min and median)")
     ap.add_argument("--stages-only", action="store_true", help="timings only, no accuracy table")
     ap.add_argument("--no-learned", action="store_true", help="skip the learned model's (slow) CPU timing")
+    ap.add_argument(
+        "--cv-threads", type=int, default=None, help="cv2.setNumThreads for the run (1: IP-Basic on one thread too)"
+    )
     args = ap.parse_args()
     configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
+    if args.cv_threads is not None:
+        cv2.setNumThreads(args.cv_threads)
     torch.manual_seed(0)
     cases = {
         "kitti_02": kitti(2),
@@ -295,7 +300,7 @@ def main():
     }
     rgb, sp, _ = cases["kitti_02"]
     stages = stage_times(rgb, sp, args.stage_repeats)
-    print(f"{platform.processor() or platform.machine()}")
+    print(f"{platform.processor() or platform.machine()}, OpenCV threads {cv2.getNumThreads()}")
     print("\nstage timings at 1242x375, kitti_02, one thread's CPU time (ms)")
     print(f"  {'stage':58s} {'min':>6s} {'median':>7s}")
     for k, (lo, med) in stages.items():
