@@ -200,7 +200,7 @@ class DepthCompleter:
         h, w = sparse.shape
         halo = cfg.iterations + edge_window(stats.spacing) // 2 + 1
         bands = max(1, min(cfg.bands, h // (4 * halo)))  # bands much taller than their halo, or one
-        points_per_row = cv2.reduce((sparse > 0).view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+        points_per_row = _points_per_row(sparse)
         cov0, cov1 = _covered_rows(points_per_row, halo + int(np.ceil(_COVER_SPACINGS * stats.spacing)))
         cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo, covered=(cov0, cov1))
         depth = np.empty((h, w), np.float32) if bands > 1 else None
@@ -368,6 +368,20 @@ def _clean_kernel(s: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover -
         for x in range(w):
             v = s[y, x]
             out[y, x] = v if v > zero and v < inf else zero
+
+
+@numba.njit(cache=True, nogil=True)
+def _points_per_row(s: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(H,) int64 count of the pixels > 0 in each row of (H, W) `s` (one pass, no mask array)."""
+    h, w = s.shape
+    out = np.zeros(h, np.int64)
+    for y in range(h):
+        r = s[y]
+        n = 0
+        for x in range(w):
+            n += r[x] > 0
+        out[y] = n
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
