@@ -101,6 +101,8 @@ class TestStats:
         dirty = sp.copy()
         dirty[0, 0], dirty[29, 39], dirty[15, 0] = np.nan, np.inf, -np.inf  # (missing either way)
         assert sparse_stats(dirty) == clean
+        np.testing.assert_array_equal(classical_fill(dirty), classical_fill(sp))
+        np.testing.assert_array_equal(ip_basic_fill(dirty), ip_basic_fill(sp))
         with pytest.raises(DataError):
             sparse_stats(np.full((4, 4), np.nan, np.float32))
 
