@@ -181,8 +181,8 @@ class DepthCompleter:
         A band is computed over its rows plus `halo` rows on each side and keeps its own rows: a propagation step
         reaches one row further (a band edge, seen as an image border, is wrong after n steps for n rows), and the
         confidence looks `edge_window // 2` rows further; the fill of a band equals the whole image's
-        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (The fill's
-        distance transform is compute-bound and gains most from the second core.)
+        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (A second band
+        pays off only with a free core: on a loaded 2-core machine one band was faster, see benchmarks/README.md.)
 
         Affinities and propagation run only on the rows the sensor covers (`_covered_rows`: the measured rows and a
         margin; all rows for dense sensors); beyond them (a LiDAR's sky, ~30 % of a KITTI frame) the depth is the
@@ -290,9 +290,9 @@ def _covered_rows(points_per_row: np.ndarray, margin: int) -> tuple[int, int]:
 
 
 _POINT_COST_PX = 6.0
-"""Measured cost of one sparse measurement in the banded default (the fill's labelled distance transform, outlier
-rejection and surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity,
-propagation, confidence): with it both bands of the 1242×375 KITTI frames end within ~0.5 ms of each other."""
+"""Measured cost of one sparse measurement in the banded default (the fill's nearest fill, outlier rejection and
+surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity, propagation,
+confidence): with it (and `_UNCOVERED_ROW_COST`) the two bands' CPU times on the 1242×375 KITTI frames differ by ~2 %."""
 
 _UNCOVERED_ROW_COST = 0.2
 """Cost of a row outside the covered ones (fill extension, blur, confidence: no nearest fill, affinity or propagation)
