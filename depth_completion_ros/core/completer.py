@@ -292,7 +292,8 @@ def _covered_rows(points_per_row: np.ndarray, margin: int) -> tuple[int, int]:
 _POINT_COST_PX = 6.0
 """Measured cost of one sparse measurement in the banded default (the fill's nearest fill, outlier rejection and
 surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity, propagation,
-confidence): with it (and `_UNCOVERED_ROW_COST`) the two bands' CPU times on the 1242×375 KITTI frames differ by ~2 %."""
+confidence): with it (and `_UNCOVERED_ROW_COST`) the two bands' CPU times on the 1242×375 KITTI frames differ by
+~2 %."""
 
 _UNCOVERED_ROW_COST = 0.2
 """Cost of a row outside the covered ones (fill extension, blur, confidence: no nearest fill, affinity or propagation)
