@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from common import machine_line
 
 from depth_completion_ros.core.affinity import anchored_pair_affinity
 from depth_completion_ros.core.allocator import configure_allocator
@@ -152,47 +153,109 @@ def median_ms(fn, repeats):
     return res, float(np.median(ts)), float(np.percentile(ts, 75) - np.percentile(ts, 25))
 
 
-def stage_times(rgb, sp, repeats):
-    """Single-thread stage costs of the default method, then the whole call against IP-Basic.
+def cpu_ms(fn, repeats):
+    """(result, min ms, median ms) of the calling thread's CPU time (`time.thread_time`) over `repeats` calls after
+    one warm-up: one-thread work, less sensitive than the wall clock to other processes on a shared machine."""
+    res = fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.thread_time()
+        res = fn()
+        ts.append((time.thread_time() - t) * 1000)
+    return res, float(np.min(ts)), float(np.median(ts))
 
-    The stages are timed alone on one thread (the whole image); `complete()` runs them in row bands on parallel
-    threads (CompleterConfig.bands), so its time is not their sum.  The ratio to IP-Basic is the median of
-    per-pair ratios, the two calls alternating, which cancels most of a shared VM's drift.
+
+def stage_times(rgb, sp, repeats):
+    """One-thread CPU time (min, median ms) of each stage of the default method as a one-band `complete()` runs it
+    (the rows the sensor covers for the affinity and propagation, when the completer restricts them), and of the
+    whole one-band call and IP-Basic on the same thread.
+
+    `complete()` with bands > 1 runs the stages in row bands on parallel threads, so its time is not their sum;
+    see `paired_ratios` for the whole call against IP-Basic on the wall clock.
     """
+    from depth_completion_ros.core import completer as completer_module
+
     cfg = CompleterConfig()
+    h = sp.shape[0]
+    fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
+    cov0, cov1 = 0, h
+    if hasattr(completer_module, "_covered_rows"):  # (this version: affinity and propagation on the covered rows)
+        from depth_completion_ros.core.confidence import edge_window
+        from depth_completion_ros.core.fill import sparse_stats
+
+        st = sparse_stats(sp)
+        halo = cfg.iterations + edge_window(st.spacing) // 2 + 1
+        per_row = (sp > 0).sum(axis=1)
+        margin = halo + int(np.ceil(completer_module._COVER_SPACINGS * st.spacing))
+        cov0, cov1 = completer_module._covered_rows(per_row, margin)
+        fill_args["extend_above"] = cov0
     out = {}
-    fr, out["fill (stats+outliers+nearest+blur)"], _ = median_ms(
-        lambda: classical_fill_detailed(sp, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur), repeats
+    fr, *out["fill (stats+outliers+nearest+blur)"] = cpu_ms(lambda: classical_fill_detailed(sp, **fill_args), repeats)
+    rows = f"rows {cov0}-{cov1}"
+    aff, *out[f"affinity (colour scale+pairs+normalization), {rows}"] = cpu_ms(
+        lambda: anchored_pair_affinity(rgb[cov0:cov1], anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale),
+        repeats,
     )
-    aff, out["affinity (colour scale+pair kernels+normalization)"], _ = median_ms(
-        lambda: anchored_pair_affinity(rgb, anchor=cfg.anchor, sigma_scale=cfg.colour_sigma_scale), repeats
-    )
-    d, out[f"propagation ({cfg.iterations} iterations)"], _ = median_ms(
+    d, *out[f"propagation ({cfg.iterations} iterations), {rows}"] = cpu_ms(
         lambda: cspn_propagate_pairs(
-            fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+            np.ascontiguousarray(fr.depth[cov0:cov1]),
+            aff.pairs,
+            aff.inv_norm,
+            anchor=aff.anchor,
+            iterations=cfg.iterations,
+            sparse=np.ascontiguousarray(fr.anchors[cov0:cov1]),
         ),
         repeats,
     )
-    _, out["confidence"], _ = median_ms(
-        lambda: default_confidence(d, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
+    full = fr.depth.copy()
+    full[cov0:cov1] = d
+    _, *out["confidence"] = cpu_ms(
+        lambda: default_confidence(full, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance), repeats
     )
-    one_band = DepthCompleter(CompleterConfig(bands=1))
-    _, out["complete_total (1 thread)"], _ = median_ms(lambda: one_band.complete(rgb, sp), repeats)
-    comp = DepthCompleter(cfg)
-    pairs = []
-    for _ in range(max(10, 4 * repeats)):
-        t0 = time.perf_counter()
-        comp.complete(rgb, sp)
-        t1 = time.perf_counter()
-        ip_basic_fill(sp)
-        t2 = time.perf_counter()
-        pairs.append(((t1 - t0) * 1000, (t2 - t1) * 1000))
-    p = np.array(pairs[2:])
-    out[f"complete_total ({cfg.bands} bands)"] = float(np.median(p[:, 0]))
-    out["ip_basic_baseline"] = float(np.median(p[:, 1]))
-    ratios = p[:, 0] / p[:, 1]
-    out["ratio_total_vs_ip_basic (paired)"] = float(np.median(ratios))
-    out["ratio p25 / p75"] = f"{np.percentile(ratios, 25):.2f} / {np.percentile(ratios, 75):.2f}"
+    one = DepthCompleter(CompleterConfig(bands=1))
+    _, *out["whole complete() (1 band)"] = cpu_ms(lambda: one.complete(rgb, sp), repeats)
+    _, *out["IP-Basic fill_in_fast (baseline)"] = cpu_ms(lambda: ip_basic_fill(sp), repeats)
+    return out
+
+
+def paired_ratios(frames, runs, pairs_per_run):
+    """Whole `complete()` against IP-Basic, paired and interleaved on every frame: one thread (bands=1) and the default
+    bands, each call followed by an IP-Basic call on the same frame; `runs` rounds of `pairs_per_run` pairs a frame.
+
+    Returns {"1 thread" / "N bands": {"ms", "ip_ms", "ratio_q" (p25, p50, p75 of all pair ratios), "run_medians"}}.
+    """
+    cfg = CompleterConfig()
+    setups = {"1 thread": DepthCompleter(CompleterConfig(bands=1)), f"{cfg.bands} bands": DepthCompleter(cfg)}
+    samples = {k: [] for k in setups}  # (run, ours ms, ip ms)
+    for run in range(runs):
+        for rgb, sp in frames:
+            for comp in setups.values():  # warm-up (first call of a run after the other frame)
+                comp.complete(rgb, sp)
+            for _ in range(pairs_per_run):
+                for name, comp in setups.items():
+                    t0 = time.perf_counter()
+                    comp.complete(rgb, sp)
+                    t1 = time.perf_counter()
+                    ip_basic_fill(sp)
+                    t2 = time.perf_counter()
+                    samples[name].append((run, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+    out = {}
+    for name, rows in samples.items():
+        a = np.array(rows)
+        ratios = a[:, 1] / a[:, 2]
+        out[name] = {
+            "ms": float(np.median(a[:, 1])),
+            "ip_ms": float(np.median(a[:, 2])),
+            "ratio_q": [float(q) for q in np.percentile(ratios, [25, 50, 75])],
+            "run_medians": [float(np.median(ratios[a[:, 0] == r])) for r in range(runs)],
+            "pairs": len(rows),
+        }
+    return out
+
+
+def learned_times(rgb, sp, repeats):
+    """Learned model (random weights) per device, median ms (or why it is unavailable)."""
+    out = {}
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         try:
             learned = DepthCompleter(CompleterConfig(method="cspn", allow_random_weights=True, device=dev))
@@ -214,8 +277,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="rounds of paired complete() / IP-Basic calls")
+    ap.add_argument("--pairs", type=int, default=4, help="pairs a frame and setup in each round")
+    ap.add_argument("--stage-repeats", type=int, default=20, help="calls per stage (CPU time: min and median)")
+    ap.add_argument("--stages-only", action="store_true", help="timings only, no accuracy table")
+    ap.add_argument("--no-learned", action="store_true", help="skip the learned model's (slow) CPU timing")
+    ap.add_argument(
+        "--cv-threads", type=int, default=None, help="cv2.setNumThreads for the run (1: IP-Basic on one thread too)"
+    )
     args = ap.parse_args()
     configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
+    if args.cv_threads is not None:
+        cv2.setNumThreads(args.cv_threads)
     torch.manual_seed(0)
     cases = {
         "kitti_02": kitti(2),
@@ -226,11 +299,29 @@ def main():
         **tum_cases(),
     }
     rgb, sp, _ = cases["kitti_02"]
-    stages = stage_times(rgb, sp, args.repeats)
-    print(f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
-    print("\nstage timings at 1242x375 (median ms)")
-    for k, v in stages.items():
-        print(f"  {k:40s} {v:.2f}" if isinstance(v, float) else f"  {k:40s} {v}")
+    stages = stage_times(rgb, sp, args.stage_repeats)
+    print(f"{platform.processor() or platform.machine()}, OpenCV threads {cv2.getNumThreads()}")
+    print("\nstage timings at 1242x375, kitti_02, one thread's CPU time (ms)")
+    print(f"  {'stage':58s} {'min':>6s} {'median':>7s}")
+    for k, (lo, med) in stages.items():
+        print(f"  {k:58s} {lo:6.2f} {med:7.2f}")
+    print(machine_line())
+    paired = paired_ratios([cases[k][:2] for k in ("kitti_02", "kitti_03")], args.runs, args.pairs)
+    print(
+        f"\nwhole complete() vs IP-Basic fill_in_fast, paired and interleaved, both KITTI frames, "
+        f"{args.runs} runs x {args.pairs} pairs a frame (wall clock)"
+    )
+    print(f"  {'setup':10s} {'ours ms':>8s} {'IP ms':>7s} {'ratio p25':>9s} {'p50':>6s} {'p75':>6s}   per-run medians")
+    for name, r in paired.items():
+        q = r["ratio_q"]
+        runs = " ".join(f"{m:.2f}" for m in r["run_medians"])
+        print(f"  {name:10s} {r['ms']:8.2f} {r['ip_ms']:7.2f} {q[0]:9.2f} {q[1]:6.2f} {q[2]:6.2f}   {runs}")
+    print(machine_line())
+    learned = {} if args.no_learned else learned_times(rgb, sp, args.repeats)
+    for k, v in learned.items():
+        print(f"  {k:52s} {v:.2f}" if isinstance(v, float) else f"  {k:52s} {v}")
+    if args.stages_only:
+        return
     comp = DepthCompleter()
     methods = {"ip_basic": ip_basic_fill, "nearest": nearest_fill}
     rows = []
@@ -278,11 +369,15 @@ def main():
         best_mae = min(res["ip_basic"][0].mae_mm, res["nearest"][0].mae_mm)
         d = res["default"][0]
         print(f"{'':18s} default beats both: RMSE {d.rmse_mm < best}, MAE {d.mae_mm < best_mae}")
+    print(machine_line())
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "stages_ms": stages,
+                    "paired_vs_ip_basic": paired,
+                    "learned_ms": learned,
+                    "machine_load": machine_line(),
                     "results": rows,
                     "torch_threads": torch.get_num_threads(),
                     "repeats": args.repeats,

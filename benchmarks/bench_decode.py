@@ -27,7 +27,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import machine_line
 from std_msgs.msg import Header
 
 from depth_completion_ros.core.allocator import configure_allocator
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         bmed = float(np.median(base))
         rows.append({"case": name, "ours_ms": med, "ours_iqr_ms": iqr, "baseline": base_name, "baseline_ms": bmed})
         print(f"{name:42s} {med:9.3f} {iqr:7.3f} {base_name:>15s} {bmed:10.2f} {bmed / med:8.0f}x")
+    print(machine_line())
 
     if args.json is not None:
         meta = {
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "opencv": cv2.__version__,
             "machine": platform.machine(),
             "cv2_threads": cv2.getNumThreads(),
+            "machine_load": machine_line(),
             "repeats": args.repeats,
             "baseline_repeats": args.baseline_repeats,
         }

@@ -5,8 +5,11 @@ synthetic scene when ../shared is absent) stamped with the wall clock at each se
 process with config/kitti.yaml. Latency = depth received - input stamp (p50 / p99); sustained rate = depth
 outputs per second; drops from the node's `stats`; RSS of the node process. Baseline in the same run: the
 same frame through the core API in this process (decode + project + complete), i.e. the node's overhead.
-Usage: .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--rates 10 30] [--all-outputs] [--json out.json]
-    [--method default|cspn|penet|enet|cspn-nyu] [--checkpoint X.safetensors] [--device auto|cpu|cuda] [--fp16]
+With `--load N`, N separate busy-loop processes keep N cores busy during the timed runs (as other nodes on a robot
+would); drops are reported by reason, as far as the node's `stats` message gives reasons.
+Usage: .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--rates 10 30] [--all-outputs] [--load N]
+    [--json out.json] [--method default|cspn|penet|enet|cspn-nyu] [--checkpoint X.safetensors]
+    [--device auto|cpu|cuda] [--fp16]
 A published method without --checkpoint runs with seeded random weights (written to a temporary checkpoint):
 timing only, the depth is meaningless.
 """
@@ -14,6 +17,7 @@ timing only, the depth is meaningless.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import subprocess
 import sys
@@ -27,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import print_table, time_call, write_json
+from common import machine_line, print_table, time_call, write_json
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.ros.params import PUBLISHED_METHODS
@@ -41,6 +45,27 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+_DROP_REASONS = (
+    ("frames_dropped", "superseded"),  # replaced by a newer set while the worker was busy
+    ("frames_failed", "failed"),  # rejected for bad input
+    ("frames_unmatched", "unmatched"),  # left the synchronizer without partners (newer stats messages only)
+)
+"""(NodeStats counter, column name) of the drop reasons; a counter the message lacks is reported as n/a."""
+
+
+def _start_load(n: int) -> list[subprocess.Popen]:
+    """`n` separate processes, each keeping one core busy until stopped."""
+    return [subprocess.Popen([sys.executable, "-c", "while True:\n    pass"]) for _ in range(n)]
+
+
+def _stop_load(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        p.wait(5)
 
 
 def main() -> int:
@@ -57,7 +82,11 @@ def main() -> int:
     ap.add_argument("--checkpoint", type=Path, default=None, help="node parameter checkpoint")
     ap.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="node parameter device")
     ap.add_argument("--fp16", action="store_true", help="node parameter fp16 (published models on CUDA)")
+    ap.add_argument("--load", type=int, default=0, help="keep N cores busy with separate processes during the runs")
     args = ap.parse_args()
+    if args.load < 0:
+        print("bench_node: --load must be >= 0", file=sys.stderr)
+        return 2
     configure_allocator()
     tmp_dir = tempfile.TemporaryDirectory(prefix="bench_node_")
     checkpoint, weights = args.checkpoint, ""
@@ -174,10 +203,13 @@ def main() -> int:
             time.sleep(0.2)
         time.sleep(1.0)
         rss0 = _rss_mb(node_proc.pid)
+        load_procs = _start_load(args.load)
+        atexit.register(_stop_load, load_procs)  # also when the run fails
+        time.sleep(1.0 if args.load else 0.0)
         for rate in args.rates:
             latencies.clear()
             n0 = len(stats)
-            dropped0 = stats[-1].frames_dropped if stats else 0
+            before = stats[-1] if stats else None
             t0 = time.monotonic()
             sent = 0
             while time.monotonic() - t0 < args.seconds:
@@ -189,7 +221,14 @@ def main() -> int:
             got = len(latencies)
             lat = np.array(latencies) * 1e3
             new_stats = stats[n0:]
-            dropped = (new_stats[-1].frames_dropped - dropped0) if new_stats else 0
+            drops = {}
+            for field, name in _DROP_REASONS:
+                if not hasattr(NodeStats, field):
+                    drops[name] = "n/a"
+                    continue
+                after = new_stats[-1] if new_stats else before
+                drops[name] = int(getattr(after, field) - getattr(before, field)) if after and before else 0
+            unaccounted = sent - got - sum(v for v in drops.values() if isinstance(v, int))
             completion = np.median([s.completion_ms for s in new_stats]) if new_stats else float("nan")
             decode_project = (
                 np.median([s.decode_ms + s.projection_ms for s in new_stats]) if new_stats else float("nan")
@@ -205,7 +244,8 @@ def main() -> int:
                 float(decode_project),
                 float(completion),
                 float(publish),
-                int(dropped),
+                *drops.values(),
+                unaccounted,
             ]
             rows.append(row)
             results[f"rate_{rate:g}"] = dict(
@@ -220,12 +260,14 @@ def main() -> int:
                         "decode_project_ms",
                         "completion_ms",
                         "publish_ms",
-                        "dropped",
+                        *(f"dropped_{name}" for _, name in _DROP_REASONS),
+                        "unaccounted",
                     ],
                     row,
                     strict=True,
                 )
             )
+        _stop_load(load_procs)
         rss1 = _rss_mb(node_proc.pid)
         executor.shutdown(timeout_sec=1.0)
     node_proc.send_signal(2)
@@ -233,7 +275,8 @@ def main() -> int:
     print_table(
         f"depth_completion_node end to end, {source} 1242x375, {len(scan)} points, method {args.method}{weights} "
         f"on {completer.device_name}{' fp16' if args.fp16 else ''}, "
-        f"{'all outputs subscribed' if args.all_outputs else 'depth + stats subscribed'} "
+        f"{'all outputs subscribed' if args.all_outputs else 'depth + stats subscribed'}, "
+        f"{args.load} busy load process(es) "
         f"(core API in-process baseline: {core['median_ms']:.1f} ms/frame = {1e3 / core['median_ms']:.1f} Hz)",
         [
             "input",
@@ -245,12 +288,16 @@ def main() -> int:
             "decode+project ms",
             "completion ms",
             "publish ms",
-            "dropped",
+            *(f"drop {name}" for _, name in _DROP_REASONS),
+            "unaccounted",
         ],
         rows,
     )
     print(f"node RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end ({100 * (rss1 - rss0) / rss0:+.1f} %)")
+    print("unaccounted = sent - depth out - the counted drops (lost in transport, or a reason the stats lack)")
     results["rss_mb"] = {"after_warmup": rss0, "end": rss1}
+    results["load_processes"] = args.load
+    results["machine_load"] = machine_line()
     write_json(args.json, results)
     tmp_dir.cleanup()
     return 0

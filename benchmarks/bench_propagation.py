@@ -24,6 +24,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_line
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.propagation import (
@@ -183,8 +186,15 @@ def main() -> int:
                         t_ref, _ = _time(ref_fn, max(3, args.repeats // 3), 1, dev)
                         rows.append(_report(dev.type, thr, n, mode, t_ours, iqr, t_ref, err))
     rows += _pair_rows(H, W, args)
+    print(machine_line())
     if args.json:
-        meta = {"torch": torch.__version__, "size": [H, W], "density": args.density, "repeats": args.repeats}
+        meta = {
+            "torch": torch.__version__,
+            "size": [H, W],
+            "density": args.density,
+            "repeats": args.repeats,
+            "machine_load": machine_line(),
+        }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 

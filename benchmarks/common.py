@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["metadata", "print_table", "time_call", "write_json"]
+__all__ = ["machine_line", "metadata", "print_table", "time_call", "write_json"]
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -27,6 +27,15 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[s
     return {"median_ms": float(med), "iqr_ms": float(q3 - q1), "repeats": repeats}
 
 
+def machine_line() -> str:
+    """One line to print beside every table: the load average (1 / 5 / 15 min) and the CPU count, now.
+
+    Figures taken while other processes use the CPU are slower than on an idle machine: a load average near or
+    above the CPU count means the table was measured under load."""
+    one, five, fifteen = os.getloadavg()
+    return f"machine: load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min), {os.cpu_count()} CPUs"
+
+
 def metadata() -> dict[str, object]:
     """Machine and library facts to store beside the figures."""
     import cv2
@@ -36,6 +45,7 @@ def metadata() -> dict[str, object]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "loadavg_1_5_15": list(os.getloadavg()),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
         "torch": torch.__version__,
@@ -45,7 +55,7 @@ def metadata() -> dict[str, object]:
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Print a fixed-width table; floats with 3 significant decimals."""
+    """Print a fixed-width table (floats with 3 significant decimals) and `machine_line()` under it."""
 
     def fmt(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -57,6 +67,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print(machine_line())
 
 
 def write_json(path: str | Path | None, results: dict[str, object]) -> None:

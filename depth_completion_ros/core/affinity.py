@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
+import numba
 import numpy as np
 
 from .errors import ShapeError
@@ -47,42 +48,53 @@ def colour_sigma(rgb: np.ndarray) -> float:
     The (upper) median L1 colour difference of horizontal and vertical neighbours (on a 2× subsample), floored at
     1; scales the affinity kernel to the image's contrast and noise instead of a constant for one camera.
     """
-    img = _check_rgb(rgb)
-    sub = _every_other_pixel(img)
-    ones = np.ones((1, 3))
-    # The differences are integers in [0, 765]: the median is read off their histogram (no sort).
-    hist = np.zeros(_MAX_L1_STEP + 1, np.float64)
-    count = 0
-    for a, b in ((sub[:, 1:], sub[:, :-1]), (sub[1:], sub[:-1])):
-        if a.size == 0:  # an image one (subsampled) pixel wide or high has no pairs along that axis
-            continue
-        diffs = cv2.transform(cv2.absdiff(a, b).astype(np.float32), ones)
-        hist += cv2.calcHist([diffs], [0], None, [_MAX_L1_STEP + 1], [0, _MAX_L1_STEP + 1]).ravel()
-        count += diffs.size
+    img = np.ascontiguousarray(_check_rgb(rgb))
+    # The differences are integers in [0, 765]: the median is read off their histogram (no sort), in one pass.
+    hist = _step_histogram(img)
+    count = int(hist.sum())
     if count == 0:
         return 1.0
     med = int(np.searchsorted(np.cumsum(hist), count // 2, side="right"))  # sorted element count // 2
     return float(max(1.0, med))
 
 
+@numba.njit(cache=True, nogil=True)
+def _step_histogram(img: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Histogram (766 bins) of the L1 colour differences of horizontal and vertical neighbours of `img[::2, ::2]`
+    (C-contiguous (H, W, 3) uint8).  Rows as flat bytes, differences into a buffer, then counted: LLVM vectorizes
+    the differences (~2.5x faster than indexing pixels)."""
+    h, w, _ = img.shape
+    hist = np.zeros(_MAX_L1_STEP + 1, np.int64)
+    steps = np.empty(w, np.int32)
+    for y in range(0, h, 2):
+        r = img[y].reshape(-1)
+        n = (w - 1) // 2  # horizontal pairs (x, x + 2), x = 0, 2, ...
+        for j in range(n):
+            a = 6 * j
+            steps[j] = (
+                abs(np.int32(r[a]) - np.int32(r[a + 6]))
+                + abs(np.int32(r[a + 1]) - np.int32(r[a + 7]))
+                + abs(np.int32(r[a + 2]) - np.int32(r[a + 8]))
+            )
+        for j in range(n):
+            hist[steps[j]] += 1
+        if y + 2 < h:  # vertical pairs (y, y + 2)
+            r2 = img[y + 2].reshape(-1)
+            n = (w + 1) // 2
+            for j in range(n):
+                a = 6 * j
+                steps[j] = (
+                    abs(np.int32(r[a]) - np.int32(r2[a]))
+                    + abs(np.int32(r[a + 1]) - np.int32(r2[a + 1]))
+                    + abs(np.int32(r[a + 2]) - np.int32(r2[a + 2]))
+                )
+            for j in range(n):
+                hist[steps[j]] += 1
+    return hist
+
+
 _MAX_L1_STEP = 3 * 255
 """Largest L1 difference of two uint8 RGB colours."""
-
-
-def _every_other_pixel(img: np.ndarray) -> np.ndarray:
-    """`img[::2, ::2]` as a contiguous copy (OpenCV's exact 2x nearest downscale: ~6x faster than numpy's strided
-    copy of 3-byte pixels at 1242x375), odd last rows / columns appended."""
-    h, w = img.shape[:2]
-    he, we = h - h % 2, w - w % 2
-    if he and we:
-        sub = cv2.resize(img[:he, :we], (we // 2, he // 2), interpolation=cv2.INTER_NEAREST)
-    else:
-        sub = img[:he:2, :we:2]
-    if h % 2:
-        sub = np.concatenate([sub, img[h - 1 : h, :we:2]], axis=0)
-    if w % 2:
-        sub = np.concatenate([sub, img[::2, w - 1 : w]], axis=1)
-    return sub
 
 
 _KERNEL_RANGE = 3.75
@@ -191,9 +203,9 @@ def _pair_weights(img: np.ndarray, sigma: float | None, sigma_scale: float, d: i
     s = (colour_sigma(img) if sigma is None else float(sigma)) * float(sigma_scale)
     if s <= 0:
         raise ValueError(f"sigma * sigma_scale must be > 0, got {s}")
-    # |ΔI|_1 in table steps: uint8 differences, then the channel sum and the scale in one float transform and a
-    # saturating uint8 cast.
-    to_index = np.full((1, 3), _KERNEL_STEPS / (_KERNEL_RANGE * s))
+    # |ΔI|_1 in table steps: OpenCV's uint8 differences, then the channel sum, the scale, the rounding (half to even,
+    # as OpenCV's) and the table in one numba pass (bit-identical to the OpenCV chain, ~1.6x faster).
+    to_index = np.float32(_KERNEL_STEPS / (_KERNEL_RANGE * s))
     out = np.empty((len(PAIR_OFFSETS), h + 2 * d, w + 2 * d), np.float32)
     for i, (dy, dx) in enumerate(PAIR_OFFSETS):
         oy, ox = dy * d, dx * d
@@ -209,9 +221,27 @@ def _pair_weights(img: np.ndarray, sigma: float | None, sigma_scale: float, d: i
             continue
         a = img[0:y1, x0:x1]
         b = img[oy : oy + y1, x0 + ox : x1 + ox]
-        index = cv2.convertScaleAbs(cv2.transform(cv2.absdiff(a, b).astype(np.float32), to_index))
-        cv2.LUT(index, _KERNEL_TABLE, dst=out[i, d : d + y1, d + x0 : d + x1])
+        _tabulated(cv2.absdiff(a, b), to_index, _KERNEL_TABLE, out[i, d : d + y1, d + x0 : d + x1])
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _tabulated(
+    diff: np.ndarray, to_index: np.float32, table: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out = table[min(round(Σ_c diff[..., c] · to_index), last)] for (h, w, 3) uint8 differences (rows of `out` may
+    be strided).  (The row as flat bytes and the lookup in a loop of its own: LLVM vectorizes the index loop.)"""
+    h, w, _ = diff.shape
+    top = np.float32(len(table) - 1)
+    index = np.empty(w, np.int32)
+    for y in range(h):
+        dy = diff[y].reshape(-1)
+        for x in range(w):
+            l1 = np.int32(dy[3 * x]) + np.int32(dy[3 * x + 1]) + np.int32(dy[3 * x + 2])
+            index[x] = np.int32(np.rint(min(np.float32(l1) * to_index, top)))
+        o = out[y]
+        for x in range(w):
+            o[x] = table[index[x]]
 
 
 def _expand(pairs: np.ndarray, d: int, h: int, w: int) -> np.ndarray:

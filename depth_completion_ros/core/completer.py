@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
+import numba
 import numpy as np
 
 from .affinity import anchored_pair_affinity, colour_sigma
@@ -259,8 +260,13 @@ class DepthCompleter:
         A band is computed over its rows plus `halo` rows on each side and keeps its own rows: a propagation step
         reaches one row further (a band edge, seen as an image border, is wrong after n steps for n rows), and the
         confidence looks `edge_window // 2` rows further; the fill of a band equals the whole image's
-        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (The fill's
-        distance transform is compute-bound and gains most from the second core.)
+        (`classical_fill_detailed(rows=...)`).  So the result does not depend on the number of bands.  (A second band
+        pays off only with a free core: on a loaded 2-core machine one band was faster, see benchmarks/README.md.)
+
+        Affinities and propagation run only on the rows the sensor covers (`_covered_rows`: the measured rows and a
+        margin; all rows for dense sensors); beyond them (a LiDAR's sky, ~30 % of a KITTI frame) the depth is the
+        fill, whose nearest measurements lie far below or above anyway; above them, the fill of the first covered row
+        (`classical_fill_detailed(extend_above=...)`).
         """
         cfg = self.config
         fill_args = {"outlier_tolerance": cfg.outlier_tolerance, "blur": cfg.fill_blur}
@@ -273,23 +279,46 @@ class DepthCompleter:
         h, w = sparse.shape
         halo = cfg.iterations + edge_window(stats.spacing) // 2 + 1
         bands = max(1, min(cfg.bands, h // (4 * halo)))  # bands much taller than their halo, or one
-        points_per_row = cv2.reduce((sparse > 0).view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
-        cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo)
-        depth = np.empty((h, w), np.float32)
-        conf = np.empty((h, w), np.float32)
+        points_per_row = _points_per_row(sparse)
+        cov0, cov1 = _covered_rows(points_per_row, halo + int(np.ceil(_COVER_SPACINGS * stats.spacing)))
+        cuts = _balanced_cuts(points_per_row, w, bands, min_rows=2 * halo, covered=(cov0, cov1))
+        depth = np.empty((h, w), np.float32) if bands > 1 else None
+        conf = np.empty((h, w), np.float32) if bands > 1 else None
 
         def run(i: int) -> None:
+            nonlocal depth, conf
             r0, r1 = cuts[i], cuts[i + 1]
             c0, c1 = max(0, r0 - halo), min(h, r1 + halo)
-            fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, **fill_args)
-            aff = anchored_pair_affinity(
-                rgb[c0:c1], anchor=cfg.anchor, sigma=sigma.result(), sigma_scale=cfg.colour_sigma_scale
-            )
-            d = cspn_propagate_pairs(  # a fresh array: clipped in place
-                fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
-            )
-            np.clip(d, np.float32(1e-3), np.float32(cfg.max_depth), out=d)
+            fr = classical_fill_detailed(sparse, rows=(c0, c1), stats=stats, extend_above=cov0, **fill_args)
+            p0, p1 = max(c0, cov0), min(c1, cov1)  # rows propagated (the covered ones): every band cuts them alike
+            s = sigma.result()
+            if (p0, p1) == (c0, c1):
+                aff = anchored_pair_affinity(rgb[c0:c1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale)
+                d = cspn_propagate_pairs(  # a fresh array: clipped in place
+                    fr.depth, aff.pairs, aff.inv_norm, anchor=aff.anchor, iterations=cfg.iterations, sparse=fr.anchors
+                )
+            else:
+                d = np.empty_like(fr.depth)  # the fill outside the propagated rows
+                d[: max(0, p0 - c0)] = fr.depth[: max(0, p0 - c0)]
+                d[max(0, p1 - c0) :] = fr.depth[max(0, p1 - c0) :]
+                if p0 < p1:
+                    aff = anchored_pair_affinity(
+                        rgb[p0:p1], anchor=cfg.anchor, sigma=s, sigma_scale=cfg.colour_sigma_scale
+                    )
+                    cspn_propagate_pairs(
+                        fr.depth[p0 - c0 : p1 - c0],
+                        aff.pairs,
+                        aff.inv_norm,
+                        anchor=aff.anchor,
+                        iterations=cfg.iterations,
+                        sparse=fr.anchors[p0 - c0 : p1 - c0],
+                        out=d[p0 - c0 : p1 - c0],
+                    )
+            _clip_in_place(d, np.float32(1e-3), np.float32(cfg.max_depth))
             c = default_confidence(d, fr.depth, fr.anchors > 0, stats.spacing, distance=fr.distance)
+            if depth is None:  # one band: its arrays are the result
+                depth, conf = d, c
+                return
             depth[r0:r1] = d[r0 - c0 : r1 - c0]
             conf[r0:r1] = c[r0 - c0 : r1 - c0]
 
@@ -345,10 +374,30 @@ class DepthCompleter:
         return depth.astype(np.float32), conf
 
 
+_COVER_SPACINGS = 4.0
+"""Rows propagated beyond the first and last measured rows, in measurement spacings (plus the band halo): KITTI's
+ground truth starts up to ~3 spacings above the 16-beam input's top row (the 64-beam input's top row is within a
+spacing of it)."""
+
+
+def _covered_rows(points_per_row: np.ndarray, margin: int) -> tuple[int, int]:
+    """Rows [r0, r1) from `margin` rows above the first row with a measurement to `margin` below the last one."""
+    rows = np.flatnonzero(points_per_row)
+    h = len(points_per_row)
+    if rows.size == 0:
+        return 0, h
+    return max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
+
+
 _POINT_COST_PX = 6.0
-"""Measured cost of one sparse measurement in the banded default (the fill's labelled distance transform, outlier
-rejection and surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity,
-propagation, confidence): with it both bands of the 1242×375 KITTI frames end within ~0.5 ms of each other."""
+"""Measured cost of one sparse measurement in the banded default (the fill's nearest fill, outlier rejection and
+surfaces, cropped to the rows with measurements), in pixels of the per-pixel work (fill, affinity, propagation,
+confidence): with it (and `_UNCOVERED_ROW_COST`) the two bands' CPU times on the 1242×375 KITTI frames differ by
+~2 %."""
+
+_UNCOVERED_ROW_COST = 0.2
+"""Cost of a row outside the covered ones (fill extension, blur, confidence: no nearest fill, affinity or propagation)
+as a fraction of a covered row's per-pixel work (estimated from the stage costs at 1242×375)."""
 
 _COLOUR_SIGMA_COST = 0.11
 """Cost of `colour_sigma` (computed by the first band's thread before its band) as a fraction of the whole image's
@@ -356,14 +405,21 @@ per-pixel work: ~0.08 alone, more while the other band runs (memory-bound); 0.11
 1242×375 KITTI timelines (0.08: the first band ~1.5 ms later, 0.15: ~2 ms earlier)."""
 
 
-def _balanced_cuts(points_per_row: np.ndarray, width: int, bands: int, *, min_rows: int) -> list[int]:
-    """Row cuts (0 = c_0 < ... < c_bands = H) giving the bands about equal estimated work: `width` per row plus
-    `_POINT_COST_PX` per measurement, the first band also carrying the colour scale.  Every band gets at least
-    `min_rows` rows (when H allows); the result does not depend on the cuts, only the timing does."""
+def _balanced_cuts(
+    points_per_row: np.ndarray, width: int, bands: int, *, min_rows: int, covered: tuple[int, int] | None = None
+) -> list[int]:
+    """Row cuts (0 = c_0 < ... < c_bands = H) giving the bands about equal estimated work: `width` per row
+    (`_UNCOVERED_ROW_COST` of it outside the `covered` rows) plus `_POINT_COST_PX` per measurement, the first band
+    also carrying the colour scale.  Every band gets at least `min_rows` rows (when H allows); the result does not
+    depend on the cuts, only the timing does."""
     h = len(points_per_row)
     if bands <= 1:
         return [0, h]
-    cost = np.cumsum(width + _POINT_COST_PX * points_per_row.astype(np.float64))
+    per_row = np.full(h, float(width))
+    if covered is not None:
+        per_row[: covered[0]] *= _UNCOVERED_ROW_COST
+        per_row[covered[1] :] *= _UNCOVERED_ROW_COST
+    cost = np.cumsum(per_row + _POINT_COST_PX * points_per_row.astype(np.float64))
     lead = _COLOUR_SIGMA_COST * h * width
     total = cost[-1] + lead
     cuts = [0]
@@ -406,7 +462,7 @@ def _validate(rgb: np.ndarray, sparse_depth: np.ndarray, max_depth: float) -> tu
     if s.size == 0:
         raise ShapeError(f"sparse_depth: empty image {s.shape}")
     s = _clean_depth(np.ascontiguousarray(s, dtype=np.float32), max_depth)
-    if not (s > 0).any():
+    if cv2.countNonZero(s) == 0:  # (after the cleaning, nonzero = a measurement)
         raise DataError("sparse_depth has no valid measurement")
     return np.ascontiguousarray(r), s
 
@@ -416,8 +472,40 @@ def _clean_depth(s: np.ndarray, max_depth: float) -> np.ndarray:
 
     A measurement beyond `max_depth` cannot be output (the output is clipped there); kept, one absurd value
     (1e30 m) overflows the fill and the propagation and spreads over the whole image."""
-    if np.isnan(s).any():
-        s = np.where(np.isnan(s), np.float32(0.0), s)
-    # OpenCV thresholds: one pass each, ~7x faster than a numpy isfinite/where chain at 1242x375.
-    s = cv2.threshold(s, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # <= 0 and -inf -> 0
-    return cv2.threshold(s, float(max_depth), 0.0, cv2.THRESH_TOZERO_INV)[1]  # > max_depth and +inf -> 0
+    out = np.empty_like(s)
+    _clean_kernel(s, out, np.float32(min(max_depth, float(np.finfo(np.float32).max))))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _clean_kernel(s: np.ndarray, out: np.ndarray, hi: np.float32) -> None:  # pragma: no cover - compiled
+    """out = s where 0 < s <= hi (finite), else 0 (NaN compares false), in one pass."""
+    h, w = s.shape
+    zero = np.float32(0.0)
+    for y in range(h):
+        for x in range(w):
+            v = s[y, x]
+            out[y, x] = v if v > zero and v <= hi else zero
+
+
+@numba.njit(cache=True, nogil=True)
+def _points_per_row(s: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(H,) int64 count of the pixels > 0 in each row of (H, W) `s` (one pass, no mask array)."""
+    h, w = s.shape
+    out = np.zeros(h, np.int64)
+    for y in range(h):
+        r = s[y]
+        n = 0
+        for x in range(w):
+            n += r[x] > 0
+        out[y] = n
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip_in_place(a: np.ndarray, lo: np.float32, hi: np.float32) -> None:  # pragma: no cover - compiled
+    """a = min(max(a, lo), hi), in place (numpy's clip is ~5x slower at 1242×375)."""
+    h, w = a.shape
+    for y in range(h):
+        for x in range(w):
+            a[y, x] = min(max(a[y, x], lo), hi)

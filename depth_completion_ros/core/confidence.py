@@ -10,6 +10,7 @@ input near the pixel.
 from __future__ import annotations
 
 import cv2
+import numba
 import numpy as np
 
 from .errors import ShapeError
@@ -133,16 +134,49 @@ def default_confidence(
         dist = cv2.distanceTransform((~m).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     else:
         dist = _f32("distance", distance)
-    # The product of the three factors as one exp of the summed exponents (OpenCV arithmetic: one pass each).
+    # The product of the three factors as one exp of the summed exponents: OpenCV's box max / min, one fused pass for
+    # the exponent (0 at measured pixels: exactly 1 there), OpenCV's exp.
     window = edge_window(spacing)
     kernel = np.ones((window, window), np.uint8)
-    hi = cv2.dilate(d, kernel)
-    edge = cv2.divide(cv2.subtract(hi, cv2.erode(d, kernel)), cv2.max(hi, 1e-6))
-    rel = cv2.divide(cv2.absdiff(d, i0), cv2.max(d, 1e-6))
-    exponent = cv2.addWeighted(edge, -1.0 / _EDGE_SCALE, rel, -1.0 / disagreement_scale, 0.0)
-    exponent = cv2.scaleAdd(dist, -1.0 / spacing, exponent)
-    out = cv2.exp(cv2.min(exponent, 0.0))  # every term is <= 0 (the min only guards odd inputs): out in [0, 1]
-    return cv2.max(out, m.view(np.uint8).astype(np.float32), dst=out)  # 1 at measured pixels
+    out = np.empty_like(d)
+    _exponent(
+        d,
+        i0,
+        cv2.dilate(d, kernel),
+        cv2.erode(d, kernel),
+        dist,
+        np.ascontiguousarray(m).view(np.uint8),
+        np.float32(1.0 / _EDGE_SCALE),
+        np.float32(1.0 / disagreement_scale),
+        np.float32(1.0 / spacing),
+        out,
+    )
+    return cv2.exp(out, dst=out)  # every term is <= 0 (the min only guards odd inputs): out in [0, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _exponent(
+    d: np.ndarray,
+    i0: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    dist: np.ndarray,
+    measured: np.ndarray,
+    edge_rate: np.float32,
+    disagreement_rate: np.float32,
+    distance_rate: np.float32,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """out = min(0, -edge_rate·(hi - lo)/hi - disagreement_rate·|d - i0|/d - distance_rate·dist), 0 where measured."""
+    h, w = d.shape
+    tiny = np.float32(1e-6)
+    zero = np.float32(0.0)
+    for y in range(h):
+        for x in range(w):
+            e = (hi[y, x] - lo[y, x]) / max(hi[y, x], tiny)
+            r = abs(d[y, x] - i0[y, x]) / max(d[y, x], tiny)
+            v = -(edge_rate * e + disagreement_rate * r + distance_rate * dist[y, x])
+            out[y, x] = zero if measured[y, x] else min(v, zero)
 
 
 def network_confidence(

@@ -275,6 +275,7 @@ def cspn_propagate_pairs(
     iterations: int,
     sparse: np.ndarray | None = None,
     dilation: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """CSPN propagation with symmetric affinities and anchored normalization, on the CPU (no autograd).
 
@@ -296,9 +297,10 @@ def cspn_propagate_pairs(
         iterations: number of steps (>= 0).
         sparse: optional (H, W) float32 measured depth, metres, 0 = missing.
         dilation: neighbour spacing d, pixels (>= 1).
+        out: optional (H, W) float32 array for the result (dilation 1; saves a copy).
 
     Returns:
-        (H, W) float32 propagated depth, metres (a new array).
+        (H, W) float32 propagated depth, metres (a new array, or `out`).
 
     Raises:
         ShapeError: wrong shapes or dtypes.
@@ -315,14 +317,31 @@ def cspn_propagate_pairs(
     H, W = h0_a.shape
     check_shape("pairs", np.shape(pairs), (len(PAIR_OFFSETS), H + 2 * d, W + 2 * d))
     check_shape("inv_norm", np.shape(inv_norm), (H, W))
+    if out is not None:
+        check_shape("out", np.shape(out), (H, W))
+        if d != 1 or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ShapeError("out: expected a C-contiguous float32 array and dilation 1")
     if iterations == 0:
-        return h0_a.copy()
+        if out is None:
+            return h0_a.copy()
+        out[...] = h0_a
+        return out
     w_a = _float32_map("pairs", pairs, ndim=3)
     inv_a = _float32_map("inv_norm", inv_norm)
     s_a = None
     if sparse is not None:
         s_a = _float32_map("sparse", sparse)
         check_shape("sparse", s_a.shape, (H, W))
+    if d == 1:
+        return _propagate_pairs_d1(
+            np.ascontiguousarray(h0_a),
+            np.ascontiguousarray(w_a),
+            np.ascontiguousarray(inv_a),
+            None if s_a is None else np.ascontiguousarray(s_a),
+            float(anchor),
+            int(iterations),
+            out,
+        )
     # Row r, r + d, ... of the pairs padded by d is a subsampled grid's pairs padded by 1 (the first and last rows
     # and columns fall in the zero padding).
     return _per_residue_class(
@@ -341,24 +360,59 @@ def cspn_propagate_pairs(
 
 
 def _propagate_pairs_d1(
-    h0: np.ndarray, pairs: np.ndarray, inv_norm: np.ndarray, sparse: np.ndarray | None, anchor: float, n: int
+    h0: np.ndarray,
+    pairs: np.ndarray,
+    inv_norm: np.ndarray,
+    sparse: np.ndarray | None,
+    anchor: float,
+    n: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`cspn_propagate_pairs` with dilation 1 on contiguous float32 arrays."""
+    """`cspn_propagate_pairs` with dilation 1 on contiguous float32 arrays (into `out` when given)."""
     H, W = h0.shape
-    rows, cols, vals, _ = _measurements(sparse, W)
+    if sparse is None:
+        rows, cols, vals = np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.float32)
+    else:
+        rows, cols, vals = _padded_measurements(sparse)
     bufs = _padded_pair(h0)
-    center = np.multiply(h0, inv_norm)
-    center *= np.float32(anchor)
-    last = _pair_iterations(bufs, pairs, center, inv_norm, n, rows, cols, vals)
-    return bufs[last, 1 : H + 1, 1 : W + 1].copy()
+    last = _pair_iterations(bufs, pairs, h0, inv_norm, np.float32(anchor), n, rows, cols, vals)
+    if out is None:
+        return bufs[last, 1 : H + 1, 1 : W + 1].copy()
+    out[...] = bufs[last, 1 : H + 1, 1 : W + 1]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _padded_measurements(sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """(rows + 1, cols + 1, values) of the pixels > 0 of (H, W) `sparse`, in raster order (as `_measurements`)."""
+    h, w = sparse.shape
+    n = 0
+    for y in range(h):
+        s = sparse[y]
+        for x in range(w):
+            n += s[x] > 0
+    rows = np.empty(n, np.intp)
+    cols = np.empty(n, np.intp)
+    vals = np.empty(n, np.float32)
+    i = 0
+    for y in range(h):
+        s = sparse[y]
+        for x in range(w):
+            if s[x] > 0:
+                rows[i] = y + 1
+                cols[i] = x + 1
+                vals[i] = s[x]
+                i += 1
+    return rows, cols, vals
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _pair_iterations(
     bufs: np.ndarray,
     pairs: np.ndarray,
-    center: np.ndarray,
+    h0: np.ndarray,
     inv_norm: np.ndarray,
+    anchor: np.float32,
     iterations: int,
     rows: np.ndarray,
     cols: np.ndarray,
@@ -366,18 +420,20 @@ def _pair_iterations(
 ) -> int:  # pragma: no cover - compiled
     """The steps of `cspn_propagate_pairs` (dilation 1), one pass over the image each.
 
-    bufs: (2, H + 2, W + 2), bufs[0] holding H0 inside a zero border; pairs padded by 1, order `PAIR_OFFSETS`:
-    (0, 1), (1, 0), (1, 1), (1, -1); rows / cols: padded coordinates of the measurements `vals`.  Returns the index
+    bufs: (2, H + 2, W + 2), bufs[0] holding H0 (also given as `h0`, (H, W)) inside a zero border; pairs padded by
+    1, order `PAIR_OFFSETS`: (0, 1), (1, 0), (1, 1), (1, -1); rows / cols: padded coordinates of the measurements
+    `vals`.  The H0 term anchor · H0 · inv_norm is computed in the step (no array of its own).  Returns the index
     of the buffer holding the result.  (Indices are written as y, y + 1, y + 2 from loop counters starting at 0:
     LLVM then vectorizes the inner loop, ~4x faster than with offsets from a variable.)
     """
-    H, W = center.shape
+    H, W = h0.shape
     src = 0
     for _ in range(iterations):
         a = bufs[src]
         b = bufs[1 - src]
         for y in range(H):
             for x in range(W):
+                center = h0[y, x] * inv_norm[y, x] * anchor  # (as a precomputed array: no pass of its own)
                 acc = (
                     pairs[0, y + 1, x + 1] * a[y + 1, x + 2]
                     + pairs[0, y + 1, x] * a[y + 1, x]
@@ -388,7 +444,7 @@ def _pair_iterations(
                     + pairs[3, y + 1, x + 1] * a[y + 2, x]
                     + pairs[3, y, x + 2] * a[y, x + 2]
                 )
-                b[y + 1, x + 1] = acc * inv_norm[y, x] + center[y, x]
+                b[y + 1, x + 1] = acc * inv_norm[y, x] + center
         _reimpose(b, rows, cols, vals, np.empty(0, np.float32))  # after every step
         src = 1 - src
     return src

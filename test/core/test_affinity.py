@@ -65,15 +65,6 @@ def test_edge_blocks_propagation():
     assert a[right, 3, 1] == pytest.approx(1.0)  # inside a uniform region
 
 
-def test_every_other_pixel_is_the_strided_subsample(rng):
-    from depth_completion_ros.core.affinity import _every_other_pixel
-
-    for h in range(1, 12):
-        for w in (1, 2, 3, 8, 11):
-            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            np.testing.assert_array_equal(_every_other_pixel(img), img[::2, ::2])
-
-
 def test_colour_sigma_follows_contrast(rng):
     base = rng.integers(0, 20, (40, 40, 3)).astype(np.uint8)
     assert colour_sigma(base * 5) > colour_sigma(base)

@@ -101,6 +101,45 @@ def test_bands_give_the_single_thread_result(rng, bands, shape):
     np.testing.assert_array_equal(many[1], one[1])
 
 
+def test_rows_the_sensor_does_not_cover_keep_the_fill(rng):
+    """Affinities and propagation run only on the covered rows (the measured ones and a margin); above them the
+    depth is the fill, extended from the first covered row.  Reference: the public stages on the whole image; every
+    band count gives it bit for bit."""
+    from depth_completion_ros.core.affinity import anchored_pair_affinity, colour_sigma
+    from depth_completion_ros.core.completer import _COVER_SPACINGS
+    from depth_completion_ros.core.confidence import default_confidence, edge_window
+    from depth_completion_ros.core.fill import classical_fill_detailed, sparse_stats
+    from depth_completion_ros.core.propagation import cspn_propagate_pairs
+
+    rgb, sp, _ = _scene(rng, 260, 96)
+    sp[:150] = 0.0  # a LiDAR-like field of view: nothing measured in the upper rows
+    cfg = CompleterConfig(bands=1)
+    depth, conf = DepthCompleter(cfg).complete(rgb, sp)
+    st = sparse_stats(sp)
+    halo = cfg.iterations + edge_window(st.spacing) // 2 + 1
+    top = int(np.flatnonzero((sp > 0).any(axis=1))[0])
+    cov0 = top - halo - int(np.ceil(_COVER_SPACINGS * st.spacing))
+    assert 0 < cov0 < top
+    fr = classical_fill_detailed(sp, outlier_tolerance=cfg.outlier_tolerance, blur=cfg.fill_blur, extend_above=cov0)
+    aff = anchored_pair_affinity(
+        rgb[cov0:], anchor=cfg.anchor, sigma=colour_sigma(rgb), sigma_scale=cfg.colour_sigma_scale
+    )
+    ref = fr.depth.copy()
+    ref[cov0:] = cspn_propagate_pairs(
+        fr.depth[cov0:], aff.pairs, aff.inv_norm, anchor=cfg.anchor, iterations=cfg.iterations, sparse=fr.anchors[cov0:]
+    )
+    ref = np.clip(ref, np.float32(1e-3), np.float32(cfg.max_depth))
+    np.testing.assert_array_equal(depth, ref)
+    np.testing.assert_array_equal(
+        conf, default_confidence(ref, fr.depth, fr.anchors > 0, fr.stats.spacing, distance=fr.distance)
+    )
+    assert not np.array_equal(depth[cov0:], fr.depth[cov0:])  # the covered rows were propagated
+    for bands in (2, 3):
+        many = DepthCompleter(CompleterConfig(bands=bands)).complete(rgb, sp)
+        np.testing.assert_array_equal(many[0], depth)
+        np.testing.assert_array_equal(many[1], conf)
+
+
 def test_bad_bands():
     with pytest.raises(ValueError, match="bands"):
         DepthCompleter(CompleterConfig(bands=0))

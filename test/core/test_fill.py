@@ -10,6 +10,7 @@ import pytest
 
 from depth_completion_ros.core.errors import DataError, ShapeError
 from depth_completion_ros.core.fill import (
+    _nearest_exact,
     classical_fill,
     classical_fill_detailed,
     ip_basic_fill,
@@ -92,6 +93,19 @@ class TestStats:
         assert 0.5 * step <= st.spacing <= 1.5 * step
         assert st.max_depth == pytest.approx(3.0)
 
+    def test_nan_and_inf_count_as_missing(self, rng):
+        sp = np.where(rng.random((30, 40)) < 0.1, rng.uniform(1, 9, (30, 40)), 0).astype(np.float32)
+        sp[[0, 29]] = 0.0
+        sp[:, [0, 39]] = 0.0
+        clean = sparse_stats(sp)
+        dirty = sp.copy()
+        dirty[0, 0], dirty[29, 39], dirty[15, 0] = np.nan, np.inf, -np.inf  # (missing either way)
+        assert sparse_stats(dirty) == clean
+        np.testing.assert_array_equal(classical_fill(dirty), classical_fill(sp))
+        np.testing.assert_array_equal(ip_basic_fill(dirty), ip_basic_fill(sp))
+        with pytest.raises(DataError):
+            sparse_stats(np.full((4, 4), np.nan, np.float32))
+
 
 class TestClassicalFill:
     @pytest.mark.parametrize("depth", [0.1, 1.0, 40.0, 250.0, 2000.0])
@@ -131,14 +145,14 @@ class TestClassicalFill:
         import depth_completion_ros.core.fill as fill_module
 
         heights = []
-        real = fill_module._nearest
+        real = fill_module._nearest_exact
 
-        def spy(depth):
+        def spy(depth, spacing=None, out=None):
             heights.append(depth.shape[0])
-            return real(depth)
+            return real(depth, spacing, out)
 
         whole = classical_fill_detailed(sp)
-        monkeypatch.setattr(fill_module, "_nearest", spy)
+        monkeypatch.setattr(fill_module, "_nearest_exact", spy)
         stats = sparse_stats(sp)
         for r0, r1 in itertools.pairwise(cuts):
             band = classical_fill_detailed(sp, rows=(r0, r1), stats=stats)
@@ -228,7 +242,7 @@ def test_gaps_in_a_near_surface_are_filled_from_it():
     depth[np.ix_(near_rows, [58, 62])] = 30.0  # a far surface right of the near one, beyond a clean edge
     fr = classical_fill_detailed(depth, blur=0.0)
     assert fr.anchors[31, 30] == 30.0  # not rejected: the gap is wider than the near surface's reach
-    plain = nearest_fill(fr.anchors)
+    plain = _nearest_exact(fr.anchors)[0]  # the nearest fill the default uses (ties: the smaller column)
     gap = (slice(27, 37), slice(10, 51))
     assert (plain[gap] == 30.0).sum() > 20  # nearest fill alone spreads the far depth in the gap ...
     filled = fr.depth[gap].copy()
@@ -236,3 +250,59 @@ def test_gaps_in_a_near_surface_are_filled_from_it():
     np.testing.assert_array_equal(filled, 5.0)  # ... the enclosing surface fills it
     np.testing.assert_array_equal(fr.depth[:, 56:], plain[:, 56:])  # the far surface keeps its nearest fill
     np.testing.assert_array_equal(fr.depth[:4], plain[:4])  # beyond the measurements: no surface, no change
+
+
+def _lidar_like(rng):
+    """Lines every 4 rows in the lower 2/3 with dropouts and a wide gap: rows of the window, search-on and envelope
+    paths of `_nearest_kernel`."""
+    d = np.zeros((45, 140), np.float32)
+    d[16::4] = np.where(rng.random((len(range(16, 45, 4)), 140)) < 0.7, rng.uniform(2, 60, (8, 140)), 0)
+    d[30:, 60:75] = 0.0
+    return d
+
+
+@pytest.mark.parametrize("spacing", [None, 1.0])  # the envelope kernel, the window kernel
+def test_exact_nearest_matches_brute_force(rng, spacing):
+    """The default's nearest fill: the measurement at the smallest Euclidean distance (ties: smaller column, then
+    smaller row), checked against every measurement's distance on small random maps and a LiDAR-like one."""
+    maps = [_lidar_like(rng)]
+    for _ in range(60):
+        h, w = rng.integers(1, 30, 2)
+        density = rng.choice([0.01, 0.05, 0.3, 0.9])
+        maps.append(np.where(rng.random((h, w)) < density, rng.uniform(1, 9, (h, w)), 0).astype(np.float32))
+        maps[-1][rng.integers(h), rng.integers(w)] = 2.0
+    for d in maps:
+        h, w = d.shape
+        fill, dist = _nearest_exact(d, spacing)
+        ys, xs = np.nonzero(d > 0)
+        yy, xx = np.mgrid[:h, :w]
+        sq = (yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2
+        best = np.lexsort((ys[None, None].repeat(h, 0).repeat(w, 1), xs[None, None].repeat(h, 0).repeat(w, 1), sq))
+        first = best[..., 0]
+        np.testing.assert_array_equal(fill, d[ys[first], xs[first]])
+        np.testing.assert_allclose(dist, np.sqrt(sq.min(-1)), rtol=1e-6)
+    with pytest.raises(DataError):
+        _nearest_exact(np.zeros((4, 4), np.float32))
+
+
+def test_extend_above_copies_the_first_exact_row(rng, monkeypatch):
+    """Rows above `extend_above` take row t's nearest fill (distance + the rows between); rows from t on are the plain
+    result; bands equal the whole image."""
+    d = _lidar_like(rng)
+    t = 9  # measurements from row 16 on
+    plain = classical_fill_detailed(d, blur=0.0)
+    ext = classical_fill_detailed(d, blur=0.0, extend_above=t)
+    np.testing.assert_array_equal(ext.depth[t:], plain.depth[t:])
+    np.testing.assert_array_equal(ext.distance[t:], plain.distance[t:])
+    np.testing.assert_array_equal(ext.depth[:t], np.broadcast_to(plain.depth[t], (t, d.shape[1])))
+    np.testing.assert_allclose(ext.distance[:t], plain.distance[t] + np.arange(t, 0, -1)[:, None], rtol=1e-6)
+    np.testing.assert_array_equal(ext.anchors, plain.anchors)
+    whole = classical_fill_detailed(d, extend_above=t)
+    stats = sparse_stats(d)
+    for r0, r1 in itertools.pairwise([0, 5, 20, 45]):
+        band = classical_fill_detailed(d, rows=(r0, r1), stats=stats, extend_above=t)
+        np.testing.assert_array_equal(band.depth, whole.depth[r0:r1])
+        np.testing.assert_array_equal(band.distance, whole.distance[r0:r1])
+        np.testing.assert_array_equal(band.anchors, whole.anchors[r0:r1])
+    with pytest.raises(ValueError, match="above"):
+        classical_fill_detailed(d, extend_above=20)

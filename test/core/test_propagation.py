@@ -404,6 +404,13 @@ def test_pairs_match_reference(rng, d, density):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=5e-4)
     if density:
         np.testing.assert_array_equal(out[sparse > 0], sparse[sparse > 0])  # measurements kept exactly
+    if d == 1:  # the result written into a given array: the same values, that array returned
+        given = np.full((H, W), np.nan, np.float32)
+        res = cspn_propagate_pairs(
+            h0, pairs, inv_norm, anchor=anchor, iterations=5, sparse=sparse if density else None, out=given
+        )
+        assert res is given
+        np.testing.assert_array_equal(given, out)
 
 
 def test_pairs_agree_with_cspn_propagate_on_expanded_weights(rng):
@@ -458,6 +465,10 @@ def test_pairs_bad_inputs_raise(rng):
         cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, dilation=0)
     with pytest.raises(ValueError, match="anchor"):
         cspn_propagate_pairs(h0, pairs, inv_norm, anchor=-1.0, iterations=1)
+    with pytest.raises(ShapeError, match="out"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, out=np.empty((6, 7), np.float32))
+    with pytest.raises(ShapeError, match="out"):
+        cspn_propagate_pairs(h0, pairs, inv_norm, anchor=0.5, iterations=1, out=np.empty((6, 8), np.float64))
 
 
 @pytest.mark.parametrize("density", [0.3, 0.9])
