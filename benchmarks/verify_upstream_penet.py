@@ -121,7 +121,9 @@ def save_authors_checkpoint(model: torch.nn.Module, args: argparse.Namespace, pa
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     result = metrics.Result()
     result.set_to_worst()
-    torch.save({"epoch": 11, "model": state, "best_result": result, "optimizer": optimizer.state_dict(), "args": args}, path)
+    torch.save(
+        {"epoch": 11, "model": state, "best_result": result, "optimizer": optimizer.state_dict(), "args": args}, path
+    )
 
 
 def _import(arch_name: str, pth_path: Path) -> torch.nn.Module:
@@ -135,8 +137,7 @@ def _import(arch_name: str, pth_path: Path) -> torch.nn.Module:
     arch = ARCHITECTURES[arch_name]
     state = {}
     for key, value in ckpt["model"].items():
-        key = key.removeprefix("module.")
-        mapped = arch.authors_key(key)
+        mapped = arch.authors_key(key.removeprefix("module."))
         if mapped is not None:
             state[mapped] = value
     model = arch.build(arch.default_config)
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="penet_src_") as tmp:
         src = extract_sources(args.penet_src.resolve(), Path(tmp) / "src")
         sys.path.insert(0, str(src))
-        import model as authors_model  # noqa: PLC0415 - their module, from the temporary folder
+        import model as authors_model  # their module, from the temporary folder
 
         frame = read_frame(args.data, src)
         feed, K_ours = frame["feed"], frame["K_ours"]

@@ -461,14 +461,14 @@ def _penet_key(key: str) -> str | None:
     if key.startswith("backbone."):
         ours = _backbone_key(key[len("backbone.") :])
         return _unmapped(key) if ours is None else f"backbone.{ours}"
-    m = re.fullmatch(r"(kernel_conf_layer|mask_layer|iter_guide_layer([357])\.generate)(_s2)?\.([01])\.(\w+)", key)
-    if m is None:
+    m = re.fullmatch(r"(kernel_conf_layer|mask_layer|iter_guide_layer([357]))(_s2)?(\.generate)?\.([01])\.(\w+)", key)
+    if m is None or (m[2] is None) != (m[4] is None):  # ".generate" exactly on the guidance layers
         return _unmapped(key)
     stage = "stage_s2" if m[3] else "stage_s1"
     head = {"kernel_conf_layer": "kernel_conf", "mask_layer": "gate"}.get(m[1])
     if head is None:
         head = f"guide.{KERNELS.index(int(m[2]))}"
-    return f"{stage}.{head}.{_PAIR[m[4]]}.{m[5]}"
+    return f"{stage}.{head}.{_PAIR[m[5]]}.{m[6]}"
 
 
 def authors_key(arch: str, key: str) -> str | None:
