@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import print_table, time_call, write_json  # noqa: E402
 
 from depth_completion_ros.core.published import penet as ours  # noqa: E402
-from depth_completion_ros.core.published.base import ARCHITECTURES  # noqa: E402
+from depth_completion_ros.core.published.base import ARCHITECTURES, format_manifest  # noqa: E402
 
 CROP_H, CROP_W = 352, 1216
 
@@ -210,7 +210,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model (0: no timing)")
     parser.add_argument("--models", default="enet,penet")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--write-authors-manifests",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write enet_authors.json / penet_authors.json ({their key: shape}; PENet: their inference and training "
+        "models' keys together) into DIR and exit",
+    )
     args = parser.parse_args(argv)
+    if args.write_authors_manifests is not None:
+        with tempfile.TemporaryDirectory(prefix="penet_src_") as tmp:
+            src = extract_sources(args.penet_src.resolve(), Path(tmp) / "src")
+            sys.path.insert(0, str(src))
+            import model as authors_model  # their module, from the temporary folder
+
+            def shapes(m: torch.nn.Module) -> dict[str, list[int]]:
+                return {k: list(v.shape) for k, v in m.state_dict().items()}
+
+            enet = shapes(authors_model.ENet(authors_args("e")))
+            penet = shapes(authors_model.PENet_C2_train(authors_args("pe")))
+            penet.update(shapes(authors_model.PENet_C2(authors_args("pe"))))
+            for name, keys in (("enet_authors.json", enet), ("penet_authors.json", penet)):
+                path = args.write_authors_manifests / name
+                path.write_text(format_manifest(keys))
+                print(f"{path}: {len(keys)} keys")
+        return 0
     if not (args.data / "kitti_dc_frame").is_dir():
         print(f"no shared KITTI frame under {args.data}", file=sys.stderr)
         return 2
