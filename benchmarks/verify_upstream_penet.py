@@ -13,8 +13,9 @@ range), saved in their checkpoint format (dict with model, epoch, args Namespace
 best_result, optimizer state), imported into ours, and both run on the shared KITTI frame cropped as their loader
 does (bottom 352 x 1216 crop; their K from their calibration file, cx - 13 and cy - 11.5; ours gets the true K of
 the crop, cx - 13 and cy - 23, and applies its documented c_y shift).  Prints max |depth difference| in metres
-(and relative) for our model as built and after `prepare_for_inference` (fused conv+BN, channels_last), then the
-per-frame CPU time of each (median of `--repeats`), with the load average and CPU count.
+(and relative) for our model as built and after `prepare_for_inference` (fused conv+BN, oneDNN fused ops), then the
+per-frame CPU time of each (median of `--repeats` rounds in which the implementations take turns), with the load
+average and CPU count.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -35,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import print_table, time_call, write_json  # noqa: E402
+from common import print_table, write_json  # noqa: E402
 
+from depth_completion_ros.core.allocator import configure_allocator  # noqa: E402
 from depth_completion_ros.core.published import penet as ours  # noqa: E402
 from depth_completion_ros.core.published.base import ARCHITECTURES, format_manifest  # noqa: E402
 
@@ -190,6 +193,20 @@ def read_frame(data: Path, tmp_src: Path) -> dict:
 # ------------------------------------------------------------------------------------------ main
 
 
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each function over `repeats` rounds, the functions taking turns in every round (a shared, busy
+    machine then slows all of them alike); one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
 def compare(name: str, theirs: torch.Tensor, mine: torch.Tensor, valid_depth: float) -> list[object]:
     diff = (theirs - mine).abs()
     rel = diff / theirs.abs().clamp_min(1e-3)
@@ -240,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no shared KITTI frame under {args.data}", file=sys.stderr)
         return 2
     torch.set_grad_enabled(False)
+    configure_allocator()  # as the node and CLIs do; helps both implementations alike
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="penet_src_") as tmp:
         src = extract_sources(args.penet_src.resolve(), Path(tmp) / "src")
@@ -280,18 +298,23 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(compare(f"{name} (as built)", ref, got, 1.0))
             fast = ours.prepare_for_inference(_import(name, pth))
             got_fast = fast.infer(rgb, sparse, K_ours)
-            rows.append(compare(f"{name} (fused, channels_last)", ref, got_fast, 1.0))
+            rows.append(compare(f"{name} (prepared: fused conv+BN, oneDNN)", ref, got_fast, 1.0))
             results[name] = {
                 "max_abs_m": float((ref - got).abs().max()),
                 "max_abs_m_prepared": float((ref - got_fast).abs().max()),
             }
             if args.repeats > 0:
-                t_theirs = time_call(run_theirs, args.repeats, warmup=1)
-                t_ours = time_call(lambda m=mine: m.infer(rgb, sparse, K_ours), args.repeats, warmup=1)
-                t_fast = time_call(lambda m=fast: m.infer(rgb, sparse, K_ours), args.repeats, warmup=1)
-                timing.append([name, t_theirs["median_ms"], t_ours["median_ms"], t_fast["median_ms"],
-                               t_fast["median_ms"] / t_theirs["median_ms"]])  # fmt: skip
-                results[name].update(authors_ms=t_theirs, ours_ms=t_ours, ours_prepared_ms=t_fast)
+                t = interleaved(
+                    {
+                        "authors": run_theirs,
+                        "ours": lambda m=mine: m.infer(rgb, sparse, K_ours),
+                        "prepared": lambda m=fast: m.infer(rgb, sparse, K_ours),
+                    },
+                    args.repeats,
+                )
+                timing.append([name, t["authors"], t["ours"], t["prepared"], t["prepared"] / t["authors"],
+                               t["ours"] / t["authors"]])  # fmt: skip
+                results[name].update(authors_ms=t["authors"], ours_ms=t["ours"], ours_prepared_ms=t["prepared"])
             del theirs_m, mine, fast
         print_table(
             f"max |depth difference| at equal weights, KITTI frame {CROP_W}x{CROP_H}, float32 CPU",
@@ -302,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(
                 f"CPU time per frame (ms, median of {args.repeats}), {CROP_W}x{CROP_H}, torch threads "
                 f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}",
-                ["model", "authors", "ours (as built)", "ours (fused, channels_last)", "ours/authors"],
+                ["model", "authors", "ours (as built)", "ours (prepared)", "prepared/authors", "as built/authors"],
                 timing,
             )
     write_json(args.json, results)

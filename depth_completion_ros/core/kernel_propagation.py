@@ -56,8 +56,10 @@ from .errors import ShapeError, check_shape
 
 __all__ = [
     "KERNEL_SIZES",
+    "NORM_FLOOR",
     "gather_to_scatter",
     "kernel_offsets",
+    "normalized_scatter_to_gather",
     "propagate_kxk",
     "scatter_to_gather",
 ]
@@ -120,6 +122,85 @@ def scatter_to_gather(guide: Tensor, kernel_size: int, *, dilation: int = 1) -> 
     if not guide.is_floating_point():
         raise ShapeError(f"guide: expected a floating point tensor, got {guide.dtype}")
     return _flip_shift(guide, kernel_size, dilation)
+
+
+NORM_FLOOR = 1e-12
+"""Smallest denominator Σ|w| of `normalized_scatter_to_gather` (the authors use none: NaN where all w are 0)."""
+
+
+def normalized_scatter_to_gather(raw: Tensor, kernel_size: int) -> Tensor:
+    """CSPN++ guidance normalization, then `scatter_to_gather` (dilation 1): one pass on the CPU.
+
+    The authors' k² − 1 raw weights g (the centre left out) are normalized per pixel, ``ĝ = g / max(Σ|g|, NORM_FLOOR)``,
+    the centre weight ``1 − Σ ĝ`` is inserted in the middle of the channel order, and the result is flipped to our
+    gather convention.
+
+    Args:
+        raw: (B, k² − 1, H, W) float raw weights, the authors' channel order without the centre.
+        kernel_size: k (3, 5 or 7).
+
+    Returns:
+        (B, k², H, W) gather weights for `propagate_kxk` (a new tensor; differentiable off the CPU fast path).
+    """
+    _check_kernel(kernel_size, 1)
+    check_shape("raw", raw.shape, ("B", kernel_size**2 - 1, "H", "W"))
+    if not raw.is_floating_point():
+        raise ShapeError(f"raw: expected a floating point tensor, got {raw.dtype}")
+    grad = torch.is_grad_enabled() and raw.requires_grad
+    if raw.device.type == "cpu" and raw.dtype == torch.float32 and not grad:
+        B, C, H, W = raw.shape
+        out = np.empty((B, C + 1, H, W), np.float32)
+        offsets = kernel_offsets(kernel_size)
+        dys = np.array([o[0] for o in offsets], np.int64)
+        dxs = np.array([o[1] for o in offsets], np.int64)
+        _normalize_flip(raw.detach().contiguous().numpy(), dys, dxs, np.float32(NORM_FLOOR), out)
+        return torch.from_numpy(out)
+    g = raw / raw.abs().sum(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
+    half = (kernel_size**2 - 1) // 2
+    centre = 1 - g.sum(dim=1, keepdim=True)
+    return _flip_shift(torch.cat((g[:, :half], centre, g[:, half:]), 1), kernel_size, 1)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _normalize_flip(
+    raw: np.ndarray, dys: np.ndarray, dxs: np.ndarray, floor: np.float32, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out[m](p) = ĝ_{k²−1−m}(p + o_m) (0 outside), out[c] = 1 − Σ ĝ(p); ĝ = g / max(Σ|g|, floor)."""
+    B, C, H, W = raw.shape
+    c = C // 2
+    total = np.empty((H, W), np.float32)
+    for b in range(B):
+        for y in numba.prange(H):
+            s = np.zeros(W, np.float32)
+            for ch in range(C):
+                for x in range(W):
+                    s[x] += abs(raw[b, ch, y, x])
+            for x in range(W):
+                total[y, x] = max(s[x], floor)
+            t = np.zeros(W, np.float32)
+            for ch in range(C):
+                for x in range(W):
+                    t[x] += raw[b, ch, y, x] / total[y, x]
+            for x in range(W):
+                out[b, c, y, x] = 1 - t[x]
+        for y in numba.prange(H):
+            for m in range(C + 1):
+                if m == c:
+                    continue
+                j = C - m  # the authors' channel k² − 1 − m, in the raw order without the centre
+                r = j if j < c else j - 1
+                yy = y + dys[m]
+                row = out[b, m, y]
+                if yy < 0 or yy >= H:
+                    row[:] = 0
+                    continue
+                dx = dxs[m]
+                x0 = max(0, -dx)
+                x1 = min(W, W - dx)
+                row[:x0] = 0
+                row[x1:] = 0
+                for x in range(x0, x1):
+                    row[x] = raw[b, r, yy, x + dx] / total[yy, x + dx]
 
 
 def gather_to_scatter(weights: Tensor, kernel_size: int, *, dilation: int = 1) -> Tensor:

@@ -11,6 +11,7 @@ from depth_completion_ros.core.errors import ShapeError
 from depth_completion_ros.core.kernel_propagation import (
     gather_to_scatter,
     kernel_offsets,
+    normalized_scatter_to_gather,
     propagate_kxk,
     scatter_to_gather,
 )
@@ -194,3 +195,17 @@ def test_refusals():
         propagate_kxk(h0, w, kernel_size=3, iterations=1, gate=h0)
     with pytest.raises(ShapeError, match="guide"):
         scatter_to_gather(torch.zeros(1, 8, 4, 4), 3)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_normalized_scatter_to_gather(k):
+    """g / Σ|g|, centre 1 − Σ ĝ inserted mid-order, flipped: the CPU fast path equals the torch composition."""
+    raw = torch.randn(2, k * k - 1, 9, 11, generator=torch.Generator().manual_seed(k))
+    raw[0, :, 0, 0] = 0  # all-zero pixel: weights 0, centre 1 (the authors' code gives NaN)
+    g = raw.double() / raw.double().abs().sum(1, keepdim=True).clamp_min(1e-12)
+    half = (k * k - 1) // 2
+    expected = scatter_to_gather(torch.cat((g[:, :half], 1 - g.sum(1, keepdim=True), g[:, half:]), 1), k)
+    fast = normalized_scatter_to_gather(raw, k)
+    torch.testing.assert_close(fast.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(normalized_scatter_to_gather(raw.double(), k), expected)
+    assert fast[0, k * k // 2, 0, 0] == 1.0

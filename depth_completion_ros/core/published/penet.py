@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ShapeError, check_shape
-from ..kernel_propagation import propagate_kxk, scatter_to_gather
+from ..kernel_propagation import normalized_scatter_to_gather, propagate_kxk
 from .base import Architecture, register
 
 __all__ = [
@@ -74,7 +74,6 @@ __all__ = [
 STRIDE = 32
 LEVELS = 6
 KERNELS = (3, 5, 7)
-_NORM_FLOOR = 1e-12
 _POOL_FAR = 600.0  # the authors' "no measurement" code in the closest-depth pooling, metres
 
 
@@ -149,8 +148,24 @@ class PENetConfig(ENetConfig):
 # --------------------------------------------------------------------------------------------------- layers
 
 
+def _mkldnn_ops() -> Any:
+    """torch's oneDNN fused-convolution operators (the ones torch.compile's CPU backend emits), or None."""
+    try:
+        ops = torch.ops.mkldnn
+        needed = ("_convolution_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_weight",
+                  "_reorder_convolution_transpose_weight")  # fmt: skip
+        return ops if torch.backends.mkldnn.is_available() and all(hasattr(ops, n) for n in needed) else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
 class _ConvBN(nn.Module):
-    """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference."""
+    """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference.
+
+    `run(parts, other, relu)` computes relu?(conv(cat(parts)) + other).  After `use_mkldnn` (CPU inference), it runs
+    as oneDNN convolutions with prepacked weights and the addition and ReLU fused as post-ops, one convolution per
+    part accumulating into the next (the concatenation is never materialized).
+    """
 
     def __init__(
         self,
@@ -173,10 +188,64 @@ class _ConvBN(nn.Module):
             self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(cout)
         self.relu = relu
+        self._mkldnn = False
+        self._packed: dict[tuple[int, ...], list[Tensor]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.bn(self.conv(x))
-        return F.relu(x, inplace=True) if self.relu else x
+        return self.run((x,))
+
+    def run(self, parts: tuple[Tensor, ...], other: Tensor | None = None, relu: bool | None = None) -> Tensor:
+        """relu?(conv(cat(parts, 1)) + other); `relu` defaults to the layer's own."""
+        relu = self.relu if relu is None else relu
+        x = parts[0]
+        if self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            return self._run_mkldnn(parts, other, relu)
+        y = self.bn(self.conv(torch.cat(parts, 1) if len(parts) > 1 else x))
+        if other is not None:
+            y += other
+        return F.relu(y, inplace=True) if relu else y
+
+    def _run_mkldnn(self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool) -> Tensor:
+        ops, conv = _mkldnn_ops(), self.conv
+        key = tuple(p.shape[1] for p in parts)
+        if key not in self._packed:
+            self._packed[key] = self._pack(ops, parts)
+        weights = self._packed[key]
+        pad, stride, dil = list(conv.padding), list(conv.stride), list(conv.dilation)
+        if isinstance(conv, nn.ConvTranspose2d):
+            return ops._convolution_transpose_pointwise(
+                parts[0], weights[0], conv.bias, pad, list(conv.output_padding), stride, dil, 1,
+                "relu" if relu else "none", [], "",
+            )  # fmt: skip
+        acc = other
+        last = len(parts) - 1
+        for i, (x, w) in enumerate(zip(parts, weights, strict=True)):
+            bias = conv.bias if i == 0 else None
+            unary = "relu" if relu and i == last else "none"
+            if acc is None:
+                acc = ops._convolution_pointwise(x, w, bias, pad, stride, dil, 1, unary, [], "")
+            else:
+                acc = ops._convolution_pointwise.binary(
+                    x, acc, w, bias, pad, stride, dil, 1, "add", None, unary if unary != "none" else None, [], ""
+                )
+        return acc
+
+    @torch.no_grad()
+    def _pack(self, ops: Any, parts: tuple[Tensor, ...]) -> list[Tensor]:
+        conv = self.conv
+        pad, stride, dil = list(conv.padding), list(conv.stride), list(conv.dilation)
+        if isinstance(conv, nn.ConvTranspose2d):
+            w = ops._reorder_convolution_transpose_weight(
+                conv.weight, pad, list(conv.output_padding), stride, dil, 1, list(parts[0].shape)
+            )
+            return [w]
+        packed, c0 = [], 0
+        for x in parts:
+            c1 = c0 + x.shape[1]
+            w = conv.weight[:, c0:c1].contiguous(memory_format=torch.channels_last)
+            packed.append(ops._reorder_convolution_weight(w, pad, stride, dil, 1, list(x.shape)))
+            c0 = c1
+        return packed
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -189,6 +258,13 @@ class _ConvBN(nn.Module):
         conv.weight.mul_(scale.reshape(shape))
         conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
         self.bn = nn.Identity()
+        self._packed.clear()
+
+    def use_mkldnn(self) -> bool:
+        """Switch to the oneDNN path (needs `fuse` first: the fused ops carry the bias, not the norm)."""
+        self._mkldnn = isinstance(self.bn, nn.Identity) and _mkldnn_ops() is not None
+        self._packed.clear()
+        return self._mkldnn
 
 
 class _GeoBlock(nn.Module):
@@ -200,11 +276,12 @@ class _GeoBlock(nn.Module):
         self.conv2 = _ConvBN(cout + 3, cout, 3, relu=False)
         self.skip = _ConvBN(cin + 3, cout, 1, stride=stride, relu=False) if stride != 1 or cin != cout else None
 
-    def forward(self, x: Tensor, geo_in: Tensor, geo_out: Tensor) -> Tensor:
-        xg = torch.cat((x, geo_in), 1)
-        out = self.conv2(torch.cat((geo_out, self.conv1(xg)), 1))  # the encoding comes first in the second input
-        out += x if self.skip is None else self.skip(xg)
-        return F.relu(out, inplace=True)
+    def forward(self, x: tuple[Tensor, ...], geo_in: Tensor, geo_out: Tensor) -> Tensor:
+        """x: the input as parts to concatenate (the depth branch's blocks take two)."""
+        parts = (*x, geo_in)
+        identity = x[0] if self.skip is None else self.skip.run(parts)
+        # the encoding comes first in the second convolution's input; residual addition and ReLU fused
+        return self.conv2.run((geo_out, self.conv1.run(parts)), other=identity, relu=True)
 
 
 def _deconv(cin: int, cout: int) -> _ConvBN:
@@ -238,25 +315,24 @@ class ENet(nn.Module):
         concatenated before block i."""
         outs = []
         for i, block in enumerate(blocks):
-            if i in skips:
-                x = torch.cat((skips[i], x), 1)
-            x = block(x, geo[(i + 1) // 2], geo[i // 2 + 1])
+            x = block((skips[i], x) if i in skips else (x,), geo[(i + 1) // 2], geo[i // 2 + 1])
             outs.append(x)
         return outs
 
     def forward(self, rgb: Tensor, sparse: Tensor, geo: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         # RGB-dominant branch
-        stem = self.rgb_stem(torch.cat((rgb, sparse), 1))
+        stem = self.rgb_stem.run((rgb, sparse))
         enc = self._encode(self.rgb_encoder, stem, geo, {})
         up = enc[9]
         plus = []  # decoder outputs + skip: levels 4, 3, 2, 1, 0
         for dec, skip in zip(self.rgb_decoder, (enc[7], enc[5], enc[3], enc[1], stem), strict=True):
-            up = dec(up) + skip
+            up = dec(up)
+            up += skip
             plus.append(up)
         rgb_out = self.rgb_head(up)
         rgb_depth, rgb_conf = rgb_out[:, 0:1], rgb_out[:, 1:2]
         # depth-dominant branch (RGB decoder features enter before blocks 3, 5, 7, 9)
-        dstem = self.depth_stem(torch.cat((sparse, rgb_depth), 1))
+        dstem = self.depth_stem.run((sparse, rgb_depth))
         denc = self._encode(self.depth_encoder, dstem, geo, {2: plus[3], 4: plus[2], 6: plus[1], 8: plus[0]})
         x = enc[9] + denc[9]
         dec_out = []
@@ -264,7 +340,7 @@ class ENet(nn.Module):
             x = dec(x)
             dec_out.append(x)
             if skip is not None:
-                x = x + skip
+                x = x + skip  # out of place: dec_out keeps the decoder output
         d_out = self.depth_head(x)
         d_depth, d_conf = d_out[:, 0:1], d_out[:, 1:2]
         w = torch.softmax(torch.cat((rgb_conf, d_conf), 1), dim=1)
@@ -283,12 +359,7 @@ class _Guidance(nn.Module):
 
     def weights(self, i: int, feature: Tensor) -> Tensor:
         """Gather weights (B, k², h, w) of kernel KERNELS[i]: normalized by Σ|w|, centre 1 − Σ w, flipped."""
-        k = KERNELS[i]
-        raw = self.guide[i](feature).contiguous()
-        raw = raw / raw.abs().sum(dim=1, keepdim=True).clamp_min(_NORM_FLOOR)
-        centre = 1 - raw.sum(dim=1, keepdim=True)
-        half = (k * k - 1) // 2
-        return scatter_to_gather(torch.cat((raw[:, :half], centre, raw[:, half:]), 1), k)
+        return normalized_scatter_to_gather(self.guide[i](feature).contiguous(), KERNELS[i])
 
 
 def _closest_pool(d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -403,19 +474,29 @@ class PENetModel(nn.Module):
         return out
 
 
-def prepare_for_inference(model: PENetModel, *, fuse: bool = True, channels_last: bool = True) -> PENetModel:
-    """Eval mode, batch norms folded into the convolutions (`fuse`), NHWC activations (`channels_last`); in place.
+def prepare_for_inference(
+    model: PENetModel, *, fuse: bool = True, channels_last: bool = False, mkldnn: bool = True
+) -> PENetModel:
+    """Eval mode, batch norms folded into the convolutions (`fuse`), NHWC activations (`channels_last`) and, on the
+    CPU, oneDNN convolutions with prepacked weights and fused addition / ReLU (`mkldnn`, needs `fuse`); in place.
 
-    Folding changes outputs by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`).
+    Outputs change by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`).  channels_last is
+    off by default: with the oneDNN path it measured slower here (2-core AVX-512 CPU; the propagation needs NCHW
+    planes, so NHWC costs conversions of the 48-channel guidance).  The prepacked
+    weights are made on the first call per input layout and kept beside the dense ones (about the model's size
+    again in memory); call again after moving the model to another device.
     """
     model.eval()
-    if fuse:
-        for m in model.modules():
-            if isinstance(m, _ConvBN):
+    for m in model.modules():
+        if isinstance(m, _ConvBN):
+            if fuse:
                 m.fuse()
+            m._mkldnn = False
+            if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
+                m.use_mkldnn()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        model._channels_last = True
+    model._channels_last = channels_last
     return model
 
 
