@@ -38,7 +38,7 @@ The authors' convention (PENet, JUGGHM/PENet_ICRA2021; CSPN++) and how it maps o
     dilation d, ``scatter_to_gather(g, k, dilation=d)`` shifts by d·o_m.
 
 Fast paths (no autograd):
-  * CPU float32: one fused numba pass per step (rows in parallel, numba's threads): each output row starts as
+  * CPU float32: one fused numba pass per step (rows in parallel on torch's thread count): each output row starts as
     w_c·h0, accumulates the k² − 1 neighbour rows in place (bounds clipped per offset: no padding, no unfold),
     and the gated re-imposition is applied on the row while it is in cache.
   * Otherwise (CUDA, float64): two ping-pong buffers, each neighbour term a shifted-slice ``addcmul_`` in place.
@@ -153,6 +153,7 @@ def normalized_scatter_to_gather(raw: Tensor, kernel_size: int) -> Tensor:
         offsets = kernel_offsets(kernel_size)
         dys = np.array([o[0] for o in offsets], np.int64)
         dxs = np.array([o[1] for o in offsets], np.int64)
+        _match_torch_threads()
         _normalize_flip(raw.detach().contiguous().numpy(), dys, dxs, np.float32(NORM_FLOOR), out)
         return torch.from_numpy(out)
     g = raw / raw.abs().sum(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
@@ -338,6 +339,11 @@ def _inplace(
     return bufs[src]
 
 
+def _match_torch_threads() -> None:
+    """Numba's parallel loops use as many threads as torch (the node runs torch on 1 thread by default)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def _numba_cpu(
     h0: Tensor,
     w: Tensor,
@@ -356,6 +362,7 @@ def _numba_cpu(
     dxs = np.array([o[1] for o in offsets], np.int64)
     out = np.empty((B, H, W), np.float32)
     tmp = np.empty((B, H, W), np.float32)
+    _match_torch_threads()
     _kxk_steps(h0_a, w_a, dys, dxs, n, s_a, g_a, out, tmp)
     return torch.from_numpy(out).reshape(B, 1, H, W)
 

@@ -169,7 +169,8 @@ def test_any_size_and_k_required(models, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_prepare_for_inference_keeps_output(name):
+@pytest.mark.parametrize("options", [{}, {"channels_last": True}, {"mkldnn": False}])
+def test_prepare_for_inference_keeps_output(name, options):
     arch = ARCHITECTURES[name]
     torch.manual_seed(4)
     model = arch.build(arch.default_config)
@@ -183,8 +184,10 @@ def test_prepare_for_inference_keeps_output(name):
     rgb, sparse, K = _inputs(64, 96, seed=6)
     with torch.inference_mode():
         before = model.infer(rgb, sparse, K)
-        penet.prepare_for_inference(model)
+        penet.prepare_for_inference(model, **options)
         after = model.infer(rgb, sparse, K)
+        again = model.infer(rgb, sparse, K)  # prepacked weights reused
     scale = float(before.abs().max())
     assert scale > 0
     assert float((before - after).abs().max()) <= 1e-4 * max(scale, 1.0)
+    torch.testing.assert_close(again, after)
