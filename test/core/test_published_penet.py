@@ -191,3 +191,17 @@ def test_prepare_for_inference_keeps_output(name, options):
     assert scale > 0
     assert float((before - after).abs().max()) <= 1e-4 * max(scale, 1.0)
     torch.testing.assert_close(again, after)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_equals_single_frames_with_their_own_k(models, name):
+    model = models[name]
+    rgb1, sparse1, K1 = _inputs(64, 96, seed=8)
+    rgb2, sparse2, K2 = _inputs(64, 96, seed=9)
+    K2 = K2.clone()
+    K2[0, 0, 0] = K2[0, 1, 1] = 500.0
+    with torch.inference_mode():
+        both = model.infer(torch.cat((rgb1, rgb2)), torch.cat((sparse1, sparse2)), torch.cat((K1, K2)))
+        one = model.infer(rgb1, sparse1, K1)
+        two = model.infer(rgb2, sparse2, K2)
+    torch.testing.assert_close(both, torch.cat((one, two)), rtol=1e-4, atol=1e-4)
