@@ -207,6 +207,49 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
+def propagation_stage(authors_basic, encoders: dict, repeats: int, seed: int) -> tuple[list, list]:
+    """One DA-CSPN++ stage at 1216x352 (kernels 3, 5, 7; 6 steps each; dilation 1; gated re-imposition) from the
+    same raw guidance: the authors' normalization, encoder flip, unfold propagation vs ours.  Returns the
+    comparison row and the timing row."""
+    from depth_completion_ros.core.kernel_propagation import normalized_scatter_to_gather, propagate_kxk
+
+    g = torch.Generator().manual_seed(seed)
+    H, W = CROP_H, CROP_W
+    h0 = torch.rand(1, 1, H, W, generator=g) * 60 + 2
+    sparse = (torch.rand(1, 1, H, W, generator=g) < 0.05) * (torch.rand(1, 1, H, W, generator=g) * 60 + 2)
+    gate = torch.sigmoid(torch.randn(1, 1, H, W, generator=g))
+    mask = gate * (sparse > 0)
+    raws = {k: torch.randn(1, k * k - 1, H, W, generator=g) for k in (3, 5, 7)}
+
+    def theirs():
+        out = []
+        for k, raw in raws.items():
+            gen = authors_basic.CSPNGenerateAccelerate(8, k)
+            gen.generate = torch.nn.Identity()  # their normalization and centre insertion, from the raw guidance
+            kernel = authors_basic.kernel_trans(gen(raw), encoders[k])
+            prop = authors_basic.CSPNAccelerate(k, dilation=1, padding=k // 2, stride=1)
+            depth = h0
+            for _ in range(6):
+                depth = prop(kernel, depth, h0)
+                depth = mask * sparse + (1 - mask) * depth
+            out.append(depth)
+        return torch.cat(out, 1)
+
+    def mine():
+        out = []
+        for k, raw in raws.items():
+            w = normalized_scatter_to_gather(raw, k)
+            out.append(propagate_kxk(h0, w, kernel_size=k, iterations=6, sparse=sparse, gate=gate))
+        return torch.cat(out, 1)
+
+    ref, got = theirs(), mine()
+    row = compare("DA-CSPN++ stage (3 kernels x 6 steps)", ref, got, 1.0)
+    t = interleaved({"authors": theirs, "ours": mine}, repeats) if repeats > 0 else None
+    timing = [] if t is None else ["DA-CSPN++ stage", t["authors"], t["ours"], t["ours"], t["ours"] / t["authors"],
+                                   t["ours"] / t["authors"]]  # fmt: skip
+    return row, timing
+
+
 def compare(name: str, theirs: torch.Tensor, mine: torch.Tensor, valid_depth: float) -> list[object]:
     diff = (theirs - mine).abs()
     rel = diff / theirs.abs().clamp_min(1e-3)
@@ -315,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
                 timing.append([name, t["authors"], t["ours"], t["prepared"], t["prepared"] / t["authors"],
                                t["ours"] / t["authors"]])  # fmt: skip
                 results[name].update(authors_ms=t["authors"], ours_ms=t["ours"], ours_prepared_ms=t["prepared"])
+            if name == "penet":
+                import basic  # the authors' module, from the temporary folder
+
+                encoders = {3: theirs_m.encoder3, 5: theirs_m.encoder5, 7: theirs_m.encoder7}
+                row, trow = propagation_stage(basic, encoders, args.repeats, args.seed)
+                rows.append(row)
+                if trow:
+                    timing.append(trow)
             del theirs_m, mine, fast
         print_table(
             f"max |depth difference| at equal weights, KITTI frame {CROP_W}x{CROP_H}, float32 CPU",

@@ -42,8 +42,10 @@ Defects of the authors' code, and what we do instead:
   max(Σ|w|, 1e-12), which leaves such a pixel at its reference depth; identical elsewhere.
 * The authors' "encoder" convolutions that flip the kernels cost k⁶ multiply-adds per pixel; we flip with shifted
   slices (`kernel_propagation.scatter_to_gather`), identical output.
-* Their training model adds an attention fusion (``dimhalf_s2``, ``att_12``) whose output is overwritten through an
-  aliased tensor (a no-op), and their inference model omits it: those weights are dropped on import.
+* Their training model (``PENet_C2_train``, which wrote the released state dict) has an attention fusion
+  (``dimhalf_s2``, ``att_12``) of two names for one tensor (``depth_s2 = depth`` is then written in place), so its
+  softmax-weighted sum returns that tensor: a no-op, which their inference model (``PENet_C2``) omits.  Those
+  weights are dropped on import, as are the fixed ``encoder3/5/7`` flip convolutions.
 """
 
 from __future__ import annotations
