@@ -358,10 +358,33 @@ class _Guidance(nn.Module):
         self.kernel_conf = _ConvBN(channels, len(KERNELS), 3, relu=False)
         self.gate = _ConvBN(channels, 1, 3, relu=False)
         self.guide = nn.ModuleList(_ConvBN(channels, k * k - 1, 3, relu=False) for k in KERNELS)
+        self._merged: list[_ConvBN] = []  # after `merge`: the five heads as one convolution (not a submodule)
 
-    def weights(self, i: int, feature: Tensor) -> Tensor:
-        """Gather weights (B, k², h, w) of kernel KERNELS[i]: normalized by Σ|w|, centre 1 − Σ w, flipped."""
-        return normalized_scatter_to_gather(self.guide[i](feature).contiguous(), KERNELS[i])
+    def heads(self, feature: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(gate (B,1,h,w) in [0, 1], kernel-fusion softmax (B,3,h,w), gather weights (B,k²,h,w) per kernel)."""
+        if self._merged and self._merged[0]._mkldnn and feature.device.type == "cpu" and not torch.is_grad_enabled():
+            out = self._merged[0](feature)
+            sizes = [len(KERNELS), 1, *(k * k - 1 for k in KERNELS)]
+            conf, gate, *raws = torch.split(out, sizes, dim=1)
+        else:
+            conf, gate, raws = self.kernel_conf(feature), self.gate(feature), [g(feature) for g in self.guide]
+        weights = [normalized_scatter_to_gather(r.contiguous(), k) for r, k in zip(raws, KERNELS, strict=True)]
+        return torch.sigmoid(gate).contiguous(), torch.softmax(conf, dim=1).contiguous(), weights
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """One convolution for the five heads (same input; folded norms needed): one pass over the features."""
+        convs = [self.kernel_conf, self.gate, *self.guide]
+        if not all(isinstance(c.bn, nn.Identity) for c in convs):
+            return
+        first = convs[0].conv
+        merged = _ConvBN(first.in_channels, sum(c.conv.out_channels for c in convs), 3, relu=False)
+        merged.to(first.weight.device)
+        merged.conv.weight.copy_(torch.cat([c.conv.weight for c in convs]))
+        merged.conv.bias = nn.Parameter(torch.cat([c.conv.bias for c in convs]))
+        merged.bn = nn.Identity()
+        merged.use_mkldnn()
+        self._merged = [merged] if merged._mkldnn else []
 
 
 def _closest_pool(d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -453,9 +476,7 @@ class PENetModel(nn.Module):
         n = self.config.iterations
         s2, s1 = self.stage_s2, self.stage_s1
         d2, _ = _closest_pool(sparse, (sparse > 0).to(sparse.dtype))
-        gate2 = torch.sigmoid(s2.gate(feat2)).contiguous()
-        conf2 = torch.softmax(s2.kernel_conf(feat2), dim=1).contiguous()
-        w2 = [s2.weights(i, feat2) for i in range(len(KERNELS))]
+        gate2, conf2, w2 = s2.heads(feat2)
         depth_s2 = torch.empty_like(coarse)
         for r in range(2):
             for c in range(2):
@@ -466,11 +487,10 @@ class PENetModel(nn.Module):
                     term = conf2[:, i : i + 1] * res
                     acc = term if acc is None else acc + term
                 depth_s2[:, :, r::2, c::2] = acc
-        gate1 = torch.sigmoid(s1.gate(feat1)).contiguous()
-        conf1 = torch.softmax(s1.kernel_conf(feat1), dim=1).contiguous()
+        gate1, conf1, w1 = s1.heads(feat1)
         out = None
         for i, k in enumerate(KERNELS):
-            res = propagate_kxk(depth_s2, s1.weights(i, feat1), kernel_size=k, iterations=n, sparse=sparse, gate=gate1)
+            res = propagate_kxk(depth_s2, w1[i], kernel_size=k, iterations=n, sparse=sparse, gate=gate1)
             term = conf1[:, i : i + 1] * res
             out = term if out is None else out + term
         return out
@@ -496,6 +516,11 @@ def prepare_for_inference(
             m._mkldnn = False
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.use_mkldnn()
+    for m in model.modules():
+        if isinstance(m, _Guidance):
+            m._merged = []
+            if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
+                m.merge()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model._channels_last = channels_last
