@@ -43,6 +43,9 @@ Fast paths (no autograd):
     and the gated re-imposition is applied on the row while it is in cache.
   * Otherwise (CUDA, float64): two ping-pong buffers, each neighbour term a shifted-slice ``addcmul_`` in place.
 With autograd: the same math out of place (differentiable).
+Measured (`benchmarks/verify_upstream_penet.py`, 1216×352, 2-core AVX-512 CPU, 2 threads): one DA-CSPN++ stage
+(3, 5, 7 × 6 steps, from the same raw guidance) 129 ms vs the authors' encoder convolution + unfold 843 ms, max
+|Δ| 4.6e-5 m.
 """
 
 from __future__ import annotations
