@@ -25,7 +25,16 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "Architecture", "PublishedNet", "get_architecture", "register"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "PublishedNet",
+    "format_manifest",
+    "get_architecture",
+    "load_manifest",
+    "register",
+    "state_manifest",
+]
 
 
 class PublishedConfig(Protocol):
@@ -104,9 +113,25 @@ def _load_all() -> None:
     import importlib
 
     for mod in _MODULES:
-        name = f"{__package__}.{mod}"
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a branch / install without that architecture module: skip it only
-            if exc.name != name:
-                raise
+        importlib.import_module(f"{__package__}.{mod}")
+
+
+def state_manifest(model: nn.Module) -> dict[str, list[int]]:
+    """{state-dict key: shape} of `model` (the format of the committed manifests)."""
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_manifest(file_name: str) -> dict[str, list[int]]:
+    """The committed manifest `core/published/manifests/<file_name>` ({key: shape})."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "manifests" / file_name).read_text())
+
+
+def format_manifest(manifest: dict[str, list[int]]) -> str:
+    """JSON text of a manifest, one sorted key a line (the committed files' format)."""
+    import json
+
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(manifest.items())]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
