@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["machine_line", "metadata", "print_table", "time_call", "write_json"]
+__all__ = ["import_with_cli", "machine_line", "metadata", "print_table", "time_call", "write_json"]
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -77,3 +77,23 @@ def write_json(path: str | Path | None, results: dict[str, object]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"metadata": metadata(), "results": results}, indent=2))
+
+
+def import_with_cli(fmt: str, src: Path, config: dict[str, object] | None = None):
+    """The authors' checkpoint `src` imported as a user does: `depth-completion import-weights --format FMT SRC
+    --out DST.safetensors [--config JSON]` (restricted unpickler, key and shape checks), then `load_published(DST)`.
+
+    Returns our model in eval mode on the CPU.  Raises RuntimeError when the import is refused.
+    """
+    from depth_completion_ros.cli import main as cli_main
+    from depth_completion_ros.core.published.importer import load_published
+
+    out = Path(src).with_suffix(".imported.safetensors")
+    argv = ["import-weights", "--format", fmt, str(src), "--out", str(out)]
+    if config:
+        argv += ["--config", json.dumps(config)]
+    rc = cli_main(argv)
+    if rc != 0:
+        raise RuntimeError(f"depth-completion {' '.join(argv)} exited {rc}")
+    model, _, _, _ = load_published(out)
+    return model.eval()

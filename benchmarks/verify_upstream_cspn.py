@@ -45,6 +45,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import import_with_cli  # noqa: E402
 
 from depth_completion_ros.core.propagation import cspn_propagate, normalize_affinity  # noqa: E402
 from depth_completion_ros.core.published.cspn_nyu import (  # noqa: E402
@@ -231,31 +234,6 @@ def build_authors(code: Path, norm_type: str, seed: int, rgbd: torch.Tensor) -> 
 def save_authors_checkpoint(net: nn.Module, path: Path) -> None:
     """As their train.py: ``torch.save(net.state_dict())`` of the DataParallel-wrapped model ("module." keys)."""
     torch.save(nn.DataParallel(net).state_dict(), path)
-
-
-def _import(path: Path, config: CSPNNYUConfig) -> nn.Module:
-    """Our model loaded from the authors' checkpoint `path`.
-
-    With the framework's importer (`core/published/importer.py`): its restricted reader and key / shape checks.
-    Without it (this branch, before the merge): a private loader.  The file is the one this script has just
-    written itself (a state dict of plain tensors), read with ``torch.load(weights_only=True)``; never use this
-    fallback on a downloaded file.
-    """
-    arch = ARCHITECTURE
-    try:
-        from depth_completion_ros.core.published.importer import import_authors_state, read_authors_checkpoint
-    except ImportError:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, written above
-        mapped = {}
-        for key, value in state.items():
-            ours = arch.authors_key(key.removeprefix("module."))
-            if ours is not None:
-                mapped[ours] = value
-        net = arch.build(config)
-        net.load_state_dict(mapped, strict=True)
-        return net.eval()
-    model, _ = import_authors_state(arch, read_authors_checkpoint(path), config)
-    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -502,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             save_authors_checkpoint(authors_net, ckpt)
 
             base = dict(normalization=norm, input_scaling="none")
-            ours_net = _import(ckpt, CSPNNYUConfig(**base, authors_reimpose=True))
+            ours_net = import_with_cli("cspn-nyu", ckpt, {**base, "authors_reimpose": True})
             with torch.inference_mode():
                 ours = ours_net(rgb, sparse)["pred"]
                 raw = ours_net.run_network(ours_net.encode_rgb(rgb), sparse)

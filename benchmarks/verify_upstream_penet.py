@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import print_table, write_json  # noqa: E402
+from common import import_with_cli, print_table, write_json  # noqa: E402
 
 from depth_completion_ros.core.allocator import configure_allocator  # noqa: E402
 from depth_completion_ros.core.published import penet as ours  # noqa: E402
-from depth_completion_ros.core.published.base import ARCHITECTURES, format_manifest  # noqa: E402
+from depth_completion_ros.core.published.base import format_manifest  # noqa: E402
 
 CROP_H, CROP_W = 352, 1216
 
@@ -127,25 +127,6 @@ def save_authors_checkpoint(model: torch.nn.Module, args: argparse.Namespace, pa
     torch.save(
         {"epoch": 11, "model": state, "best_result": result, "optimizer": optimizer.state_dict(), "args": args}, path
     )
-
-
-def _import(arch_name: str, pth_path: Path) -> torch.nn.Module:
-    """Load the authors' checkpoint into our architecture.
-
-    PRIVATE STAND-IN for `core.published.importer` (import_authors_state(read_authors_checkpoint(path))): it uses
-    `torch.load(weights_only=False)` ONLY on the file this script has just written itself (never on a file from
-    elsewhere); swap it for the importer's restricted unpickler at merge.
-    """
-    ckpt = torch.load(pth_path, map_location="cpu", weights_only=False)  # our own file, written above
-    arch = ARCHITECTURES[arch_name]
-    state = {}
-    for key, value in ckpt["model"].items():
-        mapped = arch.authors_key(key.removeprefix("module."))
-        if mapped is not None:
-            state[mapped] = value
-    model = arch.build(arch.default_config)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -336,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             ref = run_theirs()
             pth = Path(tmp) / f"{name}.pth.tar"
             save_authors_checkpoint(theirs_m, authors_args("e" if name == "enet" else "pe"), pth, extra)
-            mine = _import(name, pth)
+            mine = import_with_cli(name, pth)
             got = mine.infer(rgb, sparse, K_ours)
             rows.append(compare(f"{name} (as built)", ref, got, 1.0))
-            fast = ours.prepare_for_inference(_import(name, pth))
+            fast = ours.prepare_for_inference(import_with_cli(name, pth))
             got_fast = fast.infer(rgb, sparse, K_ours)
             rows.append(compare(f"{name} (prepared: fused conv+BN, oneDNN)", ref, got_fast, 1.0))
             results[name] = {
