@@ -44,6 +44,8 @@ def test_two_cameras_side_by_side(start_node, ros_peer, msgs) -> None:
         for pub in pubs[cam]:
             ros_peer.wait_for_subscribers(pub)
         ros_peer.wait_for_publishers(f"/{cam}/depth")
+    for topic in ("/cam1/sparse_depth", "/cam1/depth_registered/image", "/cam2/camera_info"):
+        ros_peer.wait_for_publishers(topic)  # discovered before they are counted
     # one publisher per name: the two nodes' outputs and pointcloud_to_depth_node's never share a topic
     count = ros_peer.node.count_publishers
     assert count("/depth") == count("/camera_info") == 0
