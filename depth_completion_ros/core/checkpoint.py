@@ -2,8 +2,10 @@
 
 Layout: the model's `state_dict` tensors, and string metadata
 ``{"format": FORMAT_TAG, "format_version": "1", "config": <CSPNModelConfig JSON>, "extra": <JSON>}``.
-Loading checks the tag, the version, the configuration, and every tensor name and shape against a model
-built from that configuration; any mismatch or an unreadable / truncated file raises `CheckpointError`.
+Loading checks the tag, the version, the configuration (every field bounded, `CSPNModelConfig`), and every
+tensor name and shape in the file's header against the configuration's model built on the "meta" device
+(no memory), all before a tensor is read or the model allocated; any mismatch or an unreadable / truncated
+file raises `CheckpointError`.
 `import_torch_checkpoint` imports a `.pt` / `.pth` state dict with `torch.load(weights_only=True)` only.
 """
 
@@ -114,6 +116,7 @@ def load_checkpoint(
 
     p = Path(path)
     config, metadata = read_checkpoint_metadata(p)
+    _check_header_shapes(p, config)
     try:
         state = load_file(str(p), device="cpu")
     except Exception as exc:
@@ -122,6 +125,20 @@ def load_checkpoint(
     check_state_dict(model, state, source=str(p))
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval(), config, metadata
+
+
+def _check_header_shapes(p: Path, config: CSPNModelConfig) -> None:
+    """Compare the tensor names and shapes of the file's header with `CSPNNet(config)` built without memory."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    with torch.device("meta"):
+        expected = CSPNNet(config)
+    check_state_dict(expected, {k: torch.empty(v, device="meta") for k, v in shapes.items()}, source=str(p))
 
 
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:

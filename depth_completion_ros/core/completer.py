@@ -6,9 +6,10 @@ from a safetensors checkpoint).  The device is chosen once, at construction.
 
 from __future__ import annotations
 
+import math
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ class CompleterConfig:
         method: "default" (weight-free) or "cspn" (learned, needs `checkpoint`).
         checkpoint: safetensors checkpoint for "cspn".
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        iterations: CSPN iterations (default method; the learned model uses its own unless set > 0).
+        iterations: CSPN iterations of the default method (the learned model runs its checkpoint's count;
+            `DepthCompleter.reconfigure(iterations=...)` changes either at run time).
         max_depth: output clipped to (0, max_depth] metres.
         colour_sigma_scale: affinity colour-kernel width, in units of the image's median colour step.
         anchor: weight of the initial fill in the propagation (affinities normalised by sum + anchor).
@@ -76,8 +78,10 @@ class DepthCompleter:
         cfg = self.config
         if cfg.method not in ("default", "cspn"):
             raise ValueError(f"method must be 'default' or 'cspn', got {cfg.method!r}")
-        if cfg.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {cfg.iterations}")
+        from .model import MAX_ITERATIONS
+
+        if not 0 <= cfg.iterations <= MAX_ITERATIONS:
+            raise ValueError(f"iterations must be in 0..{MAX_ITERATIONS} (work per frame), got {cfg.iterations}")
         if cfg.bands < 1:
             raise ValueError(f"bands must be >= 1, got {cfg.bands}")
         if cfg.num_threads > 0:
@@ -127,6 +131,38 @@ class DepthCompleter:
             name = meta.get("name") if isinstance(meta, dict) else None
             self._model_name = f"cspn ({name or path.name})"
         self._model = self._model.to(self._device).eval()
+
+    @property
+    def iterations(self) -> int:
+        """CSPN propagation steps per frame (the learned model's, for method "cspn")."""
+        if self._model is not None:
+            return int(self._model.config.iterations)
+        return int(self.config.iterations)
+
+    def reconfigure(self, *, iterations: int | None = None, max_depth: float | None = None) -> None:
+        """Apply run-time changes in memory (nothing is reloaded; the model in use is kept).
+
+        Args:
+            iterations: propagation steps, 0..`model.MAX_ITERATIONS` (method "cspn": the learned model's).
+            max_depth: output clip, metres (> 0, finite).
+
+        Raises:
+            ValueError: a value out of range (nothing is changed).
+        """
+        from .model import MAX_ITERATIONS
+
+        changes: dict[str, Any] = {}
+        if iterations is not None:
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations <= MAX_ITERATIONS:
+                raise ValueError(f"iterations must be an integer in 0..{MAX_ITERATIONS}, got {iterations!r}")
+            changes["iterations"] = iterations
+        if max_depth is not None:
+            if not (isinstance(max_depth, (int, float)) and math.isfinite(max_depth) and max_depth > 0):
+                raise ValueError(f"max_depth must be a finite number of metres > 0, got {max_depth!r}")
+            changes["max_depth"] = float(max_depth)
+        if self._model is not None and iterations is not None:
+            self._model.config = replace(self._model.config, iterations=iterations)
+        self.config = replace(self.config, **changes)
 
     @property
     def device(self) -> torch.device:
