@@ -159,14 +159,26 @@ def subscribe_synchronized(
     """Subscribe `node` to `inputs` and call `callback(*msgs)` for approximately synchronized sets.
 
     Uses `message_filters.Subscriber` + `ApproximateTimeSynchronizer` when message_filters is importable
-    (and `prefer_upstream`), else rclpy subscriptions feeding `ApproximateTimeSync`.  With the latter, an
-    exception in a receive callback or the matcher is handed to `on_error(topic, exc)` (never escapes to the
-    executor); without `on_error` it propagates.
+    (and `prefer_upstream`), else rclpy subscriptions feeding `ApproximateTimeSync`.  An exception in a receive
+    callback, the matcher or `callback` is handed to `on_error(topic, exc)` (never escapes to the executor);
+    without `on_error` it propagates.
 
     Returns:
         (synchronizer, subscriptions-or-filters), to keep alive for the node's lifetime.
     """
     from depth_completion_ros.ros.compat import message_filters
+
+    def contained(fn: Callable[..., None], what: str) -> Callable[..., None]:
+        if on_error is None:
+            return fn
+
+        def _call(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                on_error(what, exc)
+
+        return _call
 
     if prefer_upstream and message_filters is not None:
         filters = []
@@ -175,10 +187,10 @@ def subscribe_synchronized(
                 node, spec.msg_type, spec.topic, qos_profile=spec.qos, callback_group=callback_group
             )
             if spec.on_receive is not None:
-                sub.registerCallback(spec.on_receive)
+                sub.registerCallback(contained(spec.on_receive, spec.topic))
             filters.append(sub)
         sync = message_filters.ApproximateTimeSynchronizer(filters, queue_size, slop)
-        sync.registerCallback(callback)
+        sync.registerCallback(contained(callback, "synchronized"))
         return sync, filters
 
     sync_ = ApproximateTimeSync(len(inputs), queue_size, slop, callback)
