@@ -526,7 +526,9 @@ def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> i
 
     configure_allocator()  # per-frame image buffers without page faults (core/allocator.py)
     stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker_ended = True
     code = 0
     try:
