@@ -223,6 +223,7 @@ class DepthCompletionNode(Node):
         self.frames_failed = 0
         self.frames_matched = 0
         self._last_output = time.monotonic()
+        self._received_at_output = 0  # RGB images received when the last output went out
         self._pending: tuple[tuple[Any, ...], list[float], float] | None = None
         self._in_progress = False
         self._cond = threading.Condition()
@@ -302,7 +303,7 @@ class DepthCompletionNode(Node):
             return
         acc = self.accounting()
         self._publish_stats(self._NodeStats(), acc, since)
-        if acc["received"] > acc["processed"] and self._silence_throttle.ready("no_output"):
+        if acc["received"] > self._received_at_output and self._silence_throttle.ready("no_output"):
             stamps = getattr(self._sync, "newest_stamps", lambda: [])()
             newest = ", ".join(
                 f"{self.resolve_topic_name(t)} {'-' if st is None else f'{st * 1e-9:.3f}'}"
@@ -451,6 +452,7 @@ class DepthCompletionNode(Node):
             with self._cond:
                 self.frames_processed += 1
             self._last_output = t_published
+            self._received_at_output = self.monitor.counts[self._image_topic]
             stats = self._NodeStats()
             stats.header = header
             ms = 1000.0
