@@ -168,6 +168,12 @@ class CameraModel:
         x0, y0, rw, rh = (int(v) for v in self.roi)
         if min(x0, y0, rw, rh) < 0 or x0 + rw > self.width or y0 + rh > self.height:
             raise CalibrationError(f"roi {self.roi} outside the {self.width}x{self.height} sensor")
+        for name, binning, side in (
+            ("binning_x", self.binning_x, rw or self.width),
+            ("binning_y", self.binning_y, rh or self.height),
+        ):
+            if not 0 <= int(binning) <= side:
+                raise CalibrationError(f"{name} = {binning}: must be in 0..{side} (the image would be empty)")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "D", D)
         object.__setattr__(self, "R", R)

@@ -138,6 +138,8 @@ def test_degenerate_camera_is_refused_naming_the_field(field: str, change: dict,
 def test_camera_size_bounded_and_kitti_accepted() -> None:
     with pytest.raises(CalibrationError, match="size"):
         CameraModel(width=10**6, height=375, K=K)
+    with pytest.raises(CalibrationError, match="binning_x"):
+        CameraModel(width=1242, height=375, K=K, binning_x=5000)
     P2 = np.array([[721.5, 0.0, 609.6, 44.86], [0.0, 721.5, 172.9, 0.2164], [0.0, 0.0, 1.0, 0.002746]])
     cam = CameraModel.from_projection(P2, 1242, 375)
     assert cam.cropped(100, 50, 400, 200).image_size == (400, 200)
