@@ -543,9 +543,12 @@ def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> i
                 return 2
             executor = SingleThreadedExecutor()
             executor.add_node(node)
+            # A persistent 10 Hz no-op timer wakes the executor so that a signal is seen within 0.1 s (a
+            # spin_once timeout instead would build a new rcl timer at every wait).
+            node.create_timer(0.1, lambda: None)
             try:
                 while not stopping.is_set() and rclpy.ok():
-                    executor.spin_once(timeout_sec=0.1)
+                    executor.spin_once()
             except (KeyboardInterrupt, ExternalShutdownException):
                 pass
             finally:
