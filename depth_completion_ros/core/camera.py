@@ -20,6 +20,50 @@ __all__ = ["CameraModel", "DistortionModel", "apply_affine"]
 
 _UNDISTORT_ITERATIONS = 20
 
+MAX_IMAGE_SIDE = 65536
+"""Largest accepted image width / height, pixels."""
+
+FOCAL_RANGE = (1e-3, 1e3)
+"""Accepted focal lengths (fx, fy), as multiples of the larger image side: 1e-3 is a field of view far beyond
+any fisheye's, 1e3 one of 0.06 degrees."""
+
+MAX_ASPECT = 10.0
+"""Largest accepted fx/fy (or fy/fx) ratio."""
+
+MAX_SKEW = 0.1
+"""Largest accepted |skew| (K[0,1], P[0,1]) as a fraction of fx (real cameras: 0)."""
+
+PRINCIPAL_POINT_MARGIN = 10.0
+"""The principal point may lie this many image sizes outside the image (crops move it outside)."""
+
+
+def _check_intrinsics(name: str, M: np.ndarray, width: int, height: int) -> None:
+    """Check the (3, 3) intrinsic part of K or P against the sensor size; raise CalibrationError naming the entry."""
+    fx, fy, skew, cx, cy = M[0, 0], M[1, 1], M[0, 1], M[0, 2], M[1, 2]
+    side = max(width, height)
+    for entry, f in (("[0,0] (fx)", fx), ("[1,1] (fy)", fy)):
+        if not f > 0:
+            raise CalibrationError(f"{name}{entry} = {f:g}: focal lengths must be > 0")
+        lo, hi = FOCAL_RANGE[0] * side, FOCAL_RANGE[1] * side
+        if not lo <= f <= hi:
+            raise CalibrationError(
+                f"{name}{entry} = {f:g} px is not a physical focal length for a {width}x{height} image "
+                f"(accepted {lo:g}..{hi:g} px)"
+            )
+    if not 1.0 / MAX_ASPECT <= fx / fy <= MAX_ASPECT:
+        raise CalibrationError(
+            f"{name}: fx/fy = {fx / fy:g} (fx {fx:g}, fy {fy:g}) is beyond 1/{MAX_ASPECT:g}..{MAX_ASPECT:g}"
+        )
+    if abs(skew) > MAX_SKEW * fx:
+        raise CalibrationError(f"{name}[0,1] (skew) = {skew:g}: more than {MAX_SKEW:g}·fx ({MAX_SKEW * fx:g})")
+    m = PRINCIPAL_POINT_MARGIN
+    if not (-m * width <= cx <= (1 + m) * width and -m * height <= cy <= (1 + m) * height):
+        raise CalibrationError(f"{name}: principal point ({cx:g}, {cy:g}) is far outside the {width}x{height} image")
+    if abs(M[1, 0]) > 1e-6 * fy or np.abs(M[2] - [0.0, 0.0, 1.0]).max() > 1e-6:
+        raise CalibrationError(
+            f"{name}: not an intrinsic matrix (row 2 must be [0 0 1] and [1,0] zero), rows {M[1:].tolist()}"
+        )
+
 
 def apply_affine(points: np.ndarray, A: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """(N, k) points -> (N, m) = points @ A.T + b, computed column by column.
@@ -65,7 +109,10 @@ class CameraModel:
             False if they are raw (project with K and D).
 
     Raises:
-        CalibrationError: on construction, for an uncalibrated (K[0] == 0) or non-finite calibration.
+        CalibrationError: on construction, naming the field, for an uncalibrated (K[0] == 0), non-finite or
+            non-physical calibration: focal lengths outside `FOCAL_RANGE` of the image size, fx/fy beyond
+            `MAX_ASPECT`, skew above `MAX_SKEW`·fx, a principal point far outside the image, K or P[:, :3] not of
+            the upper-triangular intrinsic form, an R that is not a rotation, a size above `MAX_IMAGE_SIDE`.
     """
 
     width: int
@@ -88,23 +135,28 @@ class CameraModel:
             raise CalibrationError("camera K contains NaN or inf")
         if K[0, 0] == 0.0:
             raise CalibrationError("camera is uncalibrated (K[0] == 0): run camera calibration or set intrinsics")
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise CalibrationError(f"camera focal lengths must be > 0, got fx={K[0, 0]}, fy={K[1, 1]}")
+        if not (0 < int(self.width) <= MAX_IMAGE_SIDE and 0 < int(self.height) <= MAX_IMAGE_SIDE):
+            raise CalibrationError(
+                f"camera size must be positive and at most {MAX_IMAGE_SIDE}, got {self.width}x{self.height}"
+            )
+        _check_intrinsics("K", K, int(self.width), int(self.height))
         D = np.asarray(self.D, dtype=np.float64).reshape(-1)
         if not np.isfinite(D).all():
             raise CalibrationError(f"distortion D contains NaN or inf: {D.tolist()}")
         R = np.asarray(self.R, dtype=np.float64)
         if R.shape != (3, 3) or not np.isfinite(R).all():
             raise CalibrationError(f"rectification R must be a finite 3x3 matrix, got shape {R.shape}")
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or abs(np.linalg.det(R) - 1.0) > 1e-3:
+            raise CalibrationError(f"rectification R is not a rotation (orthonormal, det +1): {R.tolist()}")
         P = None if self.P is None else np.asarray(self.P, dtype=np.float64)
         if P is not None and (P.shape != (3, 4) or not np.isfinite(P).all()):
             raise CalibrationError(f"projection P must be a finite 3x4 matrix, got shape {P.shape}")
         if P is not None and P[0, 0] <= 0:
             raise CalibrationError("projection P is uncalibrated (P[0] <= 0)")
+        if P is not None:
+            _check_intrinsics("P", P[:, :3], int(self.width), int(self.height))
         if self.rectified and P is None:
             raise CalibrationError("a rectified camera needs its projection matrix P")
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise CalibrationError(f"camera size must be positive, got {self.width}x{self.height}")
         try:
             model = DistortionModel(self.distortion_model)
         except ValueError:
@@ -116,6 +168,12 @@ class CameraModel:
         x0, y0, rw, rh = (int(v) for v in self.roi)
         if min(x0, y0, rw, rh) < 0 or x0 + rw > self.width or y0 + rh > self.height:
             raise CalibrationError(f"roi {self.roi} outside the {self.width}x{self.height} sensor")
+        for name, binning, side in (
+            ("binning_x", self.binning_x, rw or self.width),
+            ("binning_y", self.binning_y, rh or self.height),
+        ):
+            if not 0 <= int(binning) <= side:
+                raise CalibrationError(f"{name} = {binning}: must be in 0..{side} (the image would be empty)")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "D", D)
         object.__setattr__(self, "R", R)

@@ -2,8 +2,10 @@
 
 Layout: the model's `state_dict` tensors, and string metadata
 ``{"format": FORMAT_TAG, "format_version": "1", "config": <CSPNModelConfig JSON>, "extra": <JSON>}``.
-Loading checks the tag, the version, the configuration, and every tensor name and shape against a model
-built from that configuration; any mismatch or an unreadable / truncated file raises `CheckpointError`.
+Loading checks the tag, the version, the configuration (every field bounded, `CSPNModelConfig`), and every
+tensor name and shape in the file's header against the configuration's model built on the "meta" device
+(no memory), all before a tensor is read or the model allocated; any mismatch or an unreadable / truncated
+file raises `CheckpointError`.
 `import_torch_checkpoint` imports a `.pt` / `.pth` state dict with `torch.load(weights_only=True)` only.
 
 The safetensors helpers here (`write_safetensors`: atomic write; `read_safetensors_header`: metadata and tensor

@@ -8,9 +8,10 @@ once, at construction.  The weight-free default never imports torch (fast start,
 
 from __future__ import annotations
 
+import math
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,8 @@ class CompleterConfig:
             also need the camera model at `complete`).
         checkpoint: safetensors checkpoint for the learned methods.
         device: "auto" (CUDA when available), "cpu" or "cuda" (learned methods; the default runs on the CPU).
-        iterations: CSPN iterations (default method; the learned model uses its own unless set > 0).
+        iterations: CSPN iterations of the default method (the learned model runs its checkpoint's count;
+            `DepthCompleter.reconfigure(iterations=...)` changes either at run time).
         max_depth: output clipped to (0, max_depth] metres.
         colour_sigma_scale: affinity colour-kernel width, in units of the image's median colour step.
         anchor: weight of the initial fill in the propagation (affinities normalised by sum + anchor).
@@ -98,8 +100,10 @@ class DepthCompleter:
                 self._arch = get_architecture(cfg.method)
             except ValueError as exc:
                 raise ValueError(f"method must be 'default', 'cspn' or a published model ({exc})") from None
-        if cfg.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {cfg.iterations}")
+        from .model import MAX_ITERATIONS
+
+        if not 0 <= cfg.iterations <= MAX_ITERATIONS:
+            raise ValueError(f"iterations must be in 0..{MAX_ITERATIONS} (work per frame), got {cfg.iterations}")
         if cfg.bands < 1:
             raise ValueError(f"bands must be >= 1, got {cfg.bands}")
         # The weight-free default is OpenCV + a few CPU propagation steps (numpy / numba, no torch): moving it to
@@ -182,6 +186,44 @@ class DepthCompleter:
         self._model = model
         source = meta.get("source") if isinstance(meta, dict) else None
         self._model_name = f"{arch.name} ({source or path.name})"
+
+    @property
+    def iterations(self) -> int:
+        """CSPN propagation steps per frame (the learned model's, for method "cspn")."""
+        if self._model is not None:
+            return int(getattr(self._model.config, "iterations", 0))  # ENet: no propagation
+        return int(self.config.iterations)
+
+    def reconfigure(self, *, iterations: int | None = None, max_depth: float | None = None) -> None:
+        """Apply run-time changes in memory (nothing is reloaded; the model in use is kept).
+
+        Args:
+            iterations: propagation steps, 0..`model.MAX_ITERATIONS` (method "cspn": the learned model's).
+            max_depth: output clip, metres (> 0, finite).
+
+        Raises:
+            ValueError: a value out of range (nothing is changed).
+        """
+        from .model import MAX_ITERATIONS
+
+        changes: dict[str, Any] = {}
+        if iterations is not None:
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations <= MAX_ITERATIONS:
+                raise ValueError(f"iterations must be an integer in 0..{MAX_ITERATIONS}, got {iterations!r}")
+            changes["iterations"] = iterations
+        if max_depth is not None:
+            if not (isinstance(max_depth, (int, float)) and math.isfinite(max_depth) and max_depth > 0):
+                raise ValueError(f"max_depth must be a finite number of metres > 0, got {max_depth!r}")
+            changes["max_depth"] = float(max_depth)
+        model_config = None
+        if self._model is not None and iterations is not None:
+            current = self._model.config
+            if not hasattr(current, "iterations"):
+                raise ValueError(f"method {self.config.method!r} has no propagation iterations to change")
+            model_config = type(current).from_dict({**current.to_dict(), "iterations": iterations})  # its bounds
+        if model_config is not None:
+            self._model.config = model_config
+        self.config = replace(self.config, **changes)
 
     @property
     def device(self) -> torch.device:

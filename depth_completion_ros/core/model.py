@@ -24,7 +24,16 @@ from .device import resolve_device
 from .errors import ShapeError, check_shape
 from .propagation import NORMALIZATIONS, cspn_propagate, normalize_affinity
 
-__all__ = ["CSPNModelConfig", "CSPNNet", "prepare_for_inference", "resolve_device"]
+__all__ = ["MAX_ITERATIONS", "MAX_PARAMETERS", "CSPNModelConfig", "CSPNNet", "prepare_for_inference", "resolve_device"]
+
+MAX_ITERATIONS = 256
+"""Most CSPN propagation steps per frame (bounds the work per frame; the node's `iterations` range)."""
+
+MAX_PARAMETERS = 200_000_000
+"""Most weights a configuration may ask for (~0.8 GB float32), checked before anything is allocated."""
+
+_INT_BOUNDS = {"base_width": (1, 1024), "depth": (1, 7), "blocks_per_stage": (1, 64), "max_width": (1, 4096)}
+_INT_BOUNDS |= {"iterations": (0, MAX_ITERATIONS), "dilation": (1, 16)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +68,23 @@ class CSPNModelConfig:
         """Validate the fields.
 
         Raises:
-            ValueError: a field out of range.
+            ValueError: a field of the wrong type or out of range (each bounded: a checkpoint's metadata sizes
+                the model, so it must not be able to ask for more than `MAX_PARAMETERS` weights).
         """
+        for name, (low, high) in _INT_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+        if not isinstance(self.use_confidence_gate, bool):
+            raise ValueError(f"use_confidence_gate must be a bool, got {self.use_confidence_gate!r}")
+        if not isinstance(self.normalization, str):
+            raise ValueError(f"normalization must be a string, got {self.normalization!r}")
+        for name in ("min_depth", "max_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if self.base_width < 1 or self.max_width < self.base_width:
             raise ValueError(f"need 1 <= base_width <= max_width, got {self.base_width}, {self.max_width}")
         if not 1 <= self.depth <= 7:
@@ -75,6 +99,24 @@ class CSPNModelConfig:
             raise ValueError(f"dilation must be >= 1, got {self.dilation}")
         if not 0 < self.min_depth < self.max_depth or not math.isfinite(self.max_depth):
             raise ValueError(f"need 0 < min_depth < max_depth < inf, got {self.min_depth}, {self.max_depth}")
+
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(f"configuration asks for {self.parameter_count():,} weights (at most {MAX_PARAMETERS:,})")
+
+    def parameter_count(self) -> int:
+        """Number of weights of `CSPNNet(self)` (3×3 convolutions and BatchNorm, counted without building it)."""
+        widths = [min(self.base_width * 2**i, self.max_width) for i in range(self.depth + 1)]
+
+        def block(cin: int, cout: int, stride: int = 1) -> int:
+            n = 9 * cin * cout + 2 * cout + 9 * cout * cout + 2 * cout
+            return n + (cin * cout + 2 * cout if cin != cout or stride != 1 else 0)
+
+        n = 9 * 5 * widths[0] + 2 * widths[0] + block(widths[0], widths[0])
+        for i in range(1, self.depth + 1):
+            n += block(widths[i - 1], widths[i], 2) + (self.blocks_per_stage - 1) * block(widths[i], widths[i])
+            n += block(widths[i] + widths[i - 1], widths[i - 1])
+        out = 10 + int(bool(self.use_confidence_gate))
+        return n + 9 * widths[0] * widths[0] + 2 * widths[0] + 9 * widths[0] * out + out
 
     @property
     def stride(self) -> int:

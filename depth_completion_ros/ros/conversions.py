@@ -693,7 +693,9 @@ def camera_info_to_model(msg: CameraInfo, *, rectified: bool) -> CameraModel:
 
     Raises:
         CalibrationError: uncalibrated (K[0] == 0), zero image size, NaN/inf in K, D, R or P, an unknown
-            distortion model or too many coefficients for it, or `rectified` with an all-zero P.
+            distortion model or too many coefficients for it, `rectified` with an all-zero P, or K, P, R and the
+            size that are not physical together (see `CameraModel`; the message names the field).  An all-zero
+            R is read as the identity.
     """
     frame = getattr(getattr(msg, "header", None), "frame_id", "")
     where = f"CameraInfo (frame {frame!r})"
@@ -725,7 +727,18 @@ def camera_info_to_model(msg: CameraInfo, *, rectified: bool) -> CameraModel:
     has_p = bool(P.any())
     if rectified and (not has_p or P[0, 0] == 0):
         raise CalibrationError(f"{where}: rectified images need a projection matrix P, but P[0] == 0")
-    roi = msg.roi
+    if not R.any():  # drivers without rectification leave R all zero: identity (monocular)
+        R = np.eye(3)
+    try:
+        return _camera_model(msg, K, D, model, R, P if has_p else None, rectified)
+    except CalibrationError as exc:  # K, P, R or the size are non-physical: name the message too
+        raise CalibrationError(f"{where}: {exc}") from None
+
+
+def _camera_model(
+    msg: CameraInfo, K: np.ndarray, D: np.ndarray, model: DistortionModel, R: np.ndarray, P: Any, rectified: bool
+) -> CameraModel:
+    width, height, roi = int(msg.width), int(msg.height), msg.roi
     return CameraModel(
         width=width,
         height=height,
@@ -733,7 +746,7 @@ def camera_info_to_model(msg: CameraInfo, *, rectified: bool) -> CameraModel:
         D=D,
         distortion_model=model,
         R=R,
-        P=P if has_p else None,
+        P=P,
         binning_x=max(1, int(msg.binning_x)),
         binning_y=max(1, int(msg.binning_y)),
         roi=(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),

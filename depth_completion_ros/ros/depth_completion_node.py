@@ -15,12 +15,18 @@ output names `camera_info` and `points` stay unambiguous under remapping.
 The inputs are synchronized (approximate time, `queue_size`, `slop`); a worker thread does the work, so the
 executor never blocks: while it is busy only the newest synchronized set is kept and replaced sets are counted
 as dropped.  A bad input is one throttled log line and a `frames_failed` count; the node keeps running.
+Every RGB image received is accounted for in `stats`: processed, dropped (superseded), failed, unmatched (no
+partners within `slop`) or waiting; when nothing is output for `input_timeout_s` while inputs arrive, a
+throttled warning gives these counts and a counters-only `stats` message is published.  No callback lets an
+error escape.  SIGINT / SIGTERM stop the node within `SHUTDOWN_GRACE_S` + ~0.5 s, even mid-frame.
 Run: `ros2 run depth_completion_ros depth_completion_node --ros-args --params-file config/kitti.yaml`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -47,6 +53,11 @@ from depth_completion_ros.ros.params import (
 __all__ = ["DepthCompletionNode", "InputMonitor", "Throttle", "failure_key", "input_qos", "main", "output_qos"]
 
 NODE_NAME = "depth_completion_node"
+
+_ITERATIONS_DEFAULT = next(p.default for p in DEPTH_COMPLETION_PARAMS if p.name == "iterations")
+
+SHUTDOWN_GRACE_S = 1.5
+"""On SIGINT / SIGTERM the worker gets this long to finish its frame; after it the process exits without it."""
 
 
 class Throttle:
@@ -205,22 +216,32 @@ class DepthCompletionNode(Node):
         self.monitor = InputMonitor([topic for _, topic in specs])
         inputs = [SyncInput(t, topic, qos_in, self.monitor.receiver(topic)) for t, topic in specs]
         self._sync, self._subs = subscribe_synchronized(
-            self, inputs, cfg.sync.queue_size, cfg.sync.slop, self._on_synchronized
+            self, inputs, cfg.sync.queue_size, cfg.sync.slop, self._on_synchronized, on_error=self._callback_error
         )
+        self._image_topic = specs[0][1]
+        self._input_topics = [topic for _, topic in specs]
+        if cfg.completer.method == "cspn" and cfg.completer.iterations != _ITERATIONS_DEFAULT:
+            self.completer.reconfigure(iterations=cfg.completer.iterations)  # else the checkpoint's own count
 
         self.frames_processed = 0
         self.frames_dropped = 0
         self.frames_failed = 0
+        self.frames_matched = 0
+        self._last_output = time.monotonic()
+        self._received_at_output = 0  # RGB images received when the last output went out
         self._pending: tuple[tuple[Any, ...], list[float], float] | None = None
+        self._in_progress = False
         self._cond = threading.Condition()
+        self._publish_lock = threading.Lock()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="depth_completion_worker", daemon=True)
         self._worker.start()
-        self._diag_timer = self.create_timer(1.0, self._check_inputs)
+        self._diag_timer = self.create_timer(1.0, self._guarded("timer", self._check_inputs))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: input_type={cfg.input_type}, method={cfg.completer.method}, "
-            f"model={self.completer.model_name}, device={self.completer.device_name}, warm-up {warm_up_ms:.0f} ms, "
+            f"model={self.completer.model_name}, iterations={self.completer.iterations}, "
+            f"device={self.completer.device_name}, warm-up {warm_up_ms:.0f} ms, "
             f"extrinsics from {self.extrinsics.source}, sync queue_size={cfg.sync.queue_size} "
             f"slop={cfg.sync.slop} s, inputs: {', '.join(self.resolve_topic_name(t) for _, t in specs)}"
         )
@@ -244,12 +265,48 @@ class DepthCompletionNode(Node):
     def _on_synchronized(self, *msgs: Any) -> None:
         t_sync = time.monotonic()
         receipts = self.monitor.receipt_times(msgs)
-        self.get_logger().debug(f"synchronized set at {msgs[0].header.stamp.sec}.{msgs[0].header.stamp.nanosec:09d}")
         with self._cond:
+            self.frames_matched += 1
             if self._pending is not None:
                 self.frames_dropped += 1
             self._pending = (msgs, receipts, t_sync)
             self._cond.notify()
+
+    def _guarded(self, what: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """`callback` with its errors contained: logged (throttled), never raised into the executor."""
+
+        def _call(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as exc:
+                self._callback_error(what, exc)
+                return None
+
+        return _call
+
+    def _callback_error(self, what: str, exc: BaseException) -> None:
+        if self.throttle.ready(failure_key(f"callback:{what}", str(exc))):
+            self.get_logger().error(f"error in the {what} callback, ignored: {exc!r}")
+
+    def accounting(self) -> dict[str, int]:
+        """Fate of every RGB image received: received = processed + dropped + failed + unmatched + waiting."""
+        with self._cond:
+            received = self.monitor.counts[self._image_topic]
+            matched, pending = self.frames_matched, int(self._pending is not None) + int(self._in_progress)
+            processed, dropped, failed = self.frames_processed, self.frames_dropped, self.frames_failed
+        queued = self._sync.queue_lengths()[0] if hasattr(self._sync, "queue_lengths") else 0
+        # upstream message_filters keeps no counts: its waiting images are reported as unmatched
+        unmatched = max(0, received - matched - queued)
+        inputs_unmatched = sum(getattr(self._sync, "unmatched", [unmatched]))
+        return {
+            "received": received,
+            "processed": processed,
+            "dropped": dropped,
+            "failed": failed,
+            "unmatched": unmatched,
+            "waiting": queued + pending,
+            "inputs_unmatched": inputs_unmatched,
+        }
 
     def _check_inputs(self) -> None:
         timeout = self.config.input_timeout_s
@@ -260,30 +317,56 @@ class DepthCompletionNode(Node):
                 f"inputs silent for more than input_timeout_s={timeout} s: {names}; "
                 "check the topic names, remapping and QoS"
             )
+        since = time.monotonic() - self._last_output
+        if since <= timeout:
+            return
+        acc = self.accounting()
+        self._publish_stats(self._NodeStats(), acc, since)
+        if acc["received"] > self._received_at_output and self._silence_throttle.ready("no_output"):
+            stamps = getattr(self._sync, "newest_stamps", lambda: [])()
+            newest = ", ".join(
+                f"{self.resolve_topic_name(t)} {'-' if st is None else f'{st * 1e-9:.3f}'}"
+                for t, st in zip(self._input_topics, stamps, strict=False)
+            )
+            self.get_logger().warning(
+                f"no output for {since:.0f} s: of {acc['received']} RGB images, {acc['processed']} processed, "
+                f"{acc['dropped']} superseded, {acc['failed']} failed, {acc['unmatched']} unmatched (no partners "
+                f"within slop={self.config.sync.slop} s), {acc['waiting']} waiting"
+                + (f"; newest queued stamps: {newest}" if newest else "")
+            )
 
     def _on_set_parameters(self, params: list[Any]) -> Any:
         from rcl_interfaces.msg import SetParametersResult
 
-        names = {s.name for s in DEPTH_COMPLETION_PARAMS}
-        changes = {p.name: p.value for p in params if p.name in names}
-        if not changes:
-            return SetParametersResult(successful=True)
         try:
-            new = updated_config(self.config, changes)
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        self.config = new
-        self.get_logger().info(f"parameters changed: {changes}")
-        return SetParametersResult(successful=True)
+            names = {s.name for s in DEPTH_COMPLETION_PARAMS}
+            changes = {p.name: p.value for p in params if p.name in names}
+            if not changes:
+                return SetParametersResult(successful=True)
+            try:
+                new = updated_config(self.config, changes)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.config = new
+            note = ""
+            if "iterations" in changes and new.completer.method == "cspn":
+                note = " (method cspn: the learned model's propagation steps, applied from the next frame, no reload)"
+            self.get_logger().info(f"parameters changed: {changes}{note}")
+            return SetParametersResult(successful=True)
+        except Exception as exc:  # never raise into rclpy's parameter service
+            self._callback_error("set-parameters", exc)
+            return SetParametersResult(successful=False, reason=f"internal error: {exc!r}")
 
     # ----------------------------------------------------------------- worker thread
 
-    def stop(self) -> None:
-        """Stop the worker thread (waits for the frame in progress)."""
-        with self._cond:
+    def stop(self, timeout: float = SHUTDOWN_GRACE_S) -> bool:
+        """Stop the worker thread: nothing is published after this returns; waits up to `timeout` s for the frame
+        in progress.  Returns True when the worker has ended (False: still computing; it will not publish)."""
+        with self._publish_lock, self._cond:  # waits for a publish in progress; none starts afterwards
             self._running = False
             self._cond.notify_all()
-        self._worker.join(timeout=30.0)
+        self._worker.join(timeout=timeout)
+        return not self._worker.is_alive()
 
     def _work(self) -> None:
         while True:
@@ -294,6 +377,7 @@ class DepthCompletionNode(Node):
                     return
                 msgs, receipts, t_sync = self._pending
                 self._pending = None
+                self._in_progress = True
             try:
                 self._process(msgs, receipts, t_sync)
             except DepthCompletionError as exc:  # bad input: MessageFormatError, CalibrationError, ...
@@ -302,26 +386,28 @@ class DepthCompletionNode(Node):
                 self._fail("ValueError", str(exc))
             except Exception as exc:  # keep the node alive whatever happens to one frame
                 self._fail(type(exc).__name__, f"unexpected error: {exc!r}")
+            finally:
+                with self._cond:
+                    self._in_progress = False
 
     def _fail(self, key: str, text: str) -> None:
-        self.frames_failed += 1
+        with self._cond:
+            self.frames_failed += 1
         if self.throttle.ready(failure_key(key, text)):
             self.get_logger().warning(f"frame skipped ({key}): {text} [frames_failed={self.frames_failed}]")
 
     def _process(self, msgs: tuple[Any, ...], receipts: list[float], t_sync: float) -> None:
-        from depth_completion_ros.core.visualize import colorize_depth
         from depth_completion_ros.ros import conversions as conv
 
         cfg = self.config
         if cfg.completer != self._completer_config:
-            from dataclasses import replace
-
-            from depth_completion_ros.core.completer import DepthCompleter
-
-            # run-time change of iterations / max_depth: rebuild (cheap for the weight-free method)
-            base = replace(self.completer.config, iterations=cfg.completer.iterations)
-            self.completer = DepthCompleter(replace(base, max_depth=cfg.completer.max_depth))
-            self._completer_config = cfg.completer
+            # run-time change of iterations / max_depth: applied in memory (the checkpoint is never reloaded)
+            old, new = self._completer_config, cfg.completer
+            self.completer.reconfigure(
+                iterations=new.iterations if new.iterations != old.iterations else None,
+                max_depth=new.max_depth if new.max_depth != old.max_depth else None,
+            )
+            self._completer_config = new
         t_start = time.monotonic()
 
         def tf_wait() -> float:  # hold the frame for its transform up to tf_timeout after it arrived
@@ -381,6 +467,55 @@ class DepthCompletionNode(Node):
         t_completed = time.monotonic()
 
         header = image.header
+        with self._publish_lock:
+            if not self._running:  # shutting down: the context may be going away; publish nothing
+                return
+            self._publish_outputs(cfg, header, info, rgb, camera, sparse, depth, confidence)
+            t_published = time.monotonic()
+            with self._cond:
+                self.frames_processed += 1
+            self._last_output = t_published
+            self._received_at_output = self.monitor.counts[self._image_topic]
+            stats = self._NodeStats()
+            stats.header = header
+            ms = 1000.0
+            stats.sync_wait_ms = float((t_sync - max(receipts)) * ms)
+            stats.queue_wait_ms = float((t_start - t_sync) * ms)
+            stats.decode_ms = float((t_decoded - t_start) * ms)
+            stats.projection_ms = float((t_projected - t_decoded) * ms)
+            stats.completion_ms = float((t_completed - t_projected) * ms)
+            stats.publish_ms = float((t_published - t_completed) * ms)
+            stats.total_ms = float((t_published - min(receipts)) * ms)
+            stats.input_points = int(n_input)
+            stats.sparse_coverage = float(np.count_nonzero(sparse > 0) / sparse.size)
+            stats.dense_coverage = float(np.count_nonzero(np.isfinite(depth) & (depth > 0)) / depth.size)
+            acc = self.accounting()
+            acc["waiting"] -= 1  # this frame, counted as processed above, is still marked in progress
+            self._publish_stats(stats, acc, 0.0)
+
+    def _publish_stats(self, stats: Any, acc: dict[str, int], since_output_s: float) -> None:
+        """Fill the method / accounting fields of `stats` (latencies as set by the caller) and publish it."""
+        if stats.header.frame_id == "" and stats.header.stamp.sec == 0:
+            stats.header.stamp = self.get_clock().now().to_msg()
+        stats.method = str(self.config.completer.method)
+        stats.model = str(self.completer.model_name)
+        stats.device = self.completer.device_name
+        stats.frames_processed = acc["processed"]
+        stats.frames_dropped = acc["dropped"]
+        stats.frames_failed = acc["failed"]
+        stats.frames_received = acc["received"]
+        stats.frames_unmatched = acc["unmatched"]
+        stats.frames_waiting = max(0, acc["waiting"])
+        stats.inputs_unmatched = acc["inputs_unmatched"]
+        stats.since_output_s = float(since_output_s)
+        self.pub_stats.publish(stats)
+
+    def _publish_outputs(
+        self, cfg: Any, header: Any, info: Any, rgb: Any, camera: Any, sparse: Any, depth: Any, confidence: Any
+    ) -> None:
+        from depth_completion_ros.core.visualize import colorize_depth
+        from depth_completion_ros.ros import conversions as conv
+
         self.pub_depth.publish(conv.depth_metres_to_image(depth, header))
         self.pub_conf.publish(conv.array_to_image(np.asarray(confidence, dtype=np.float32), "32FC1", header))
         info_out = type(info)()
@@ -397,46 +532,33 @@ class DepthCompletionNode(Node):
         if outputs.publish_points and self.pub_points.get_subscription_count() > 0:
             xyz, colors = dense_points(depth, rgb, camera, outputs.points_decimation)
             self.pub_points.publish(conv.xyz_to_pointcloud2(xyz, header, fields="xyzrgb", colors=colors))
-        t_published = time.monotonic()
-
-        self.frames_processed += 1
-        valid_sparse = np.count_nonzero(sparse > 0)
-        valid_dense = np.count_nonzero(np.isfinite(depth) & (depth > 0))
-        stats = self._NodeStats()
-        stats.header = header
-        ms = 1000.0
-        stats.sync_wait_ms = float((t_sync - max(receipts)) * ms)
-        stats.queue_wait_ms = float((t_start - t_sync) * ms)
-        stats.decode_ms = float((t_decoded - t_start) * ms)
-        stats.projection_ms = float((t_projected - t_decoded) * ms)
-        stats.completion_ms = float((t_completed - t_projected) * ms)
-        stats.publish_ms = float((t_published - t_completed) * ms)
-        stats.total_ms = float((t_published - min(receipts)) * ms)
-        stats.input_points = int(n_input)
-        stats.sparse_coverage = float(valid_sparse / sparse.size)
-        stats.dense_coverage = float(valid_dense / depth.size)
-        stats.method = str(cfg.completer.method)
-        stats.model = str(self.completer.model_name)
-        stats.device = self.completer.device_name
-        stats.frames_processed = self.frames_processed
-        stats.frames_dropped = self.frames_dropped
-        stats.frames_failed = self.frames_failed
-        self.pub_stats.publish(stats)
 
 
 def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> int:
     """Init rclpy, build the node with `factory`, spin until SIGINT/SIGTERM; returns the exit code.
 
     Returns 2 (after one clear log line) when the node refuses its parameters or inputs at start.
+    Shutdown order (rclpy's): the executor stops spinning, the node's worker is stopped and joined (up to
+    `SHUTDOWN_GRACE_S`; it publishes nothing after that), the executor is shut down, the node destroyed, then
+    the context.  The signal handlers are the package's own (rclpy's would invalidate the context while the
+    worker may still publish); a worker still inside a long frame after the grace period is not waited for:
+    the process exits at once (`os._exit`) after the context is shut down, so no thread outlives the interpreter.
     """
     import rclpy
     from rclpy.exceptions import NameValidationException, ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     configure_allocator()  # per-frame image buffers without page faults (core/allocator.py)
+    stopping = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker_ended = True
     code = 0
     try:
-        with rclpy.init(args=args):
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        try:
             try:
                 node = factory()
             except (ValueError, DepthCompletionError, ParameterException, NameValidationException) as exc:
@@ -444,16 +566,36 @@ def run_node(factory: Callable[[], Any], args: list[str] | None, name: str) -> i
                 return 2
             executor = SingleThreadedExecutor()
             executor.add_node(node)
+            # A persistent 10 Hz no-op timer wakes the executor so that a signal is seen within 0.1 s (a
+            # spin_once timeout instead would build a new rcl timer at every wait).
+            node.create_timer(0.1, lambda: None)
             try:
-                executor.spin()
+                while not stopping.is_set() and rclpy.ok():
+                    executor.spin_once()
+            except (KeyboardInterrupt, ExternalShutdownException):
+                pass
             finally:
                 stop = getattr(node, "stop", None)
                 if stop is not None:
-                    stop()
+                    worker_ended = stop() is not False
+                executor.shutdown(timeout_sec=1.0)
                 executor.remove_node(node)
                 node.destroy_node()
+                if not worker_ended:
+                    node.get_logger().warning(
+                        f"the worker is still inside a frame after {SHUTDOWN_GRACE_S} s: exiting without it"
+                    )
+        finally:
+            rclpy.try_shutdown()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not worker_ended:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -10,6 +10,13 @@ translation, slerp rotation) between the two stamps around `t`, and `t` = None/0
 common time of the dynamic edges on the path, as tf2's time 0); extrapolation beyond the stored stamps fails.
 A lookup may wait up to `timeout_s` for the transform to arrive, as a tf2 message filter holds a message:
 the first frames of a bag or a driver then do not race `/tf_static`.
+
+Hostile or broken `/tf` input never reaches a lookup: a transform with an empty frame name, parent == child,
+a zero / non-unit / non-finite quaternion, a non-finite translation, or an edge that would close a loop is
+refused (`add_tf_message` stores the others and returns the reasons; the node logs them, throttled).  The buffer
+is bounded: at most `max_frames` edges (the least recently received edge not used by a lookup in the last
+`max_age_s` is shed first), dynamic edges not received for `max_age_s` are shed, and each dynamic edge keeps at
+most `max_stamps` stamps; `shed` counts what the bounds removed.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import bisect
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from depth_completion_ros.core.errors import CalibrationError
+from depth_completion_ros.core.projection import check_rigid_transform
 from depth_completion_ros.ros.params import ExtrinsicsConfig
 
 __all__ = [
@@ -36,11 +45,23 @@ __all__ = [
 ]
 
 
+QUAT_NORM_TOLERANCE = 0.01
+"""A /tf quaternion is refused when |‖q‖² − 1| exceeds this (tf2's TF_DENORMALIZED_QUATERNION test)."""
+
+
 def matrix_from_xyz_quat(xyz: Sequence[float], quat_xyzw: Sequence[float]) -> np.ndarray:
-    """4×4 float64 from a translation (m) and a quaternion (x, y, z, w; normalized here)."""
+    """4×4 float64 from a translation (m) and a quaternion (x, y, z, w; normalized here).
+
+    Raises:
+        CalibrationError: a non-finite value or a zero quaternion.
+    """
     x, y, z, w = (float(q) for q in quat_xyzw)
+    if not all(math.isfinite(v) for v in (x, y, z, w)):
+        raise CalibrationError(f"quaternion contains NaN or inf: {[x, y, z, w]}")
+    if not all(math.isfinite(float(v)) for v in xyz):
+        raise CalibrationError(f"translation contains NaN or inf: {[float(v) for v in xyz]}")
     n = math.sqrt(x * x + y * y + z * z + w * w)
-    if not n > 0.0:
+    if not n > 1e-12:
         raise CalibrationError("zero quaternion")
     x, y, z, w = x / n, y / n, z / n, w / n
     T = np.eye(4)
@@ -73,10 +94,19 @@ def quat_xyzw_from_matrix(R: np.ndarray) -> np.ndarray:
     return -q if q[3] < 0 else q
 
 
-def transform_msg_to_matrix(transform: Any) -> np.ndarray:
-    """4×4 float64 of a `geometry_msgs/Transform` (maps child-frame points into the parent frame)."""
+def transform_msg_to_matrix(transform: Any, *, strict: bool = False) -> np.ndarray:
+    """4×4 float64 of a `geometry_msgs/Transform` (maps child-frame points into the parent frame).
+
+    Raises:
+        CalibrationError: non-finite values, a zero quaternion, or (`strict`, as tf2 for /tf input) a quaternion
+            whose squared norm is off 1 by more than `QUAT_NORM_TOLERANCE`.
+    """
     t, r = transform.translation, transform.rotation
-    return matrix_from_xyz_quat((t.x, t.y, t.z), (r.x, r.y, r.z, r.w))
+    q = (float(r.x), float(r.y), float(r.z), float(r.w))
+    T = matrix_from_xyz_quat((t.x, t.y, t.z), q)
+    if strict and abs(sum(v * v for v in q) - 1.0) > QUAT_NORM_TOLERANCE:
+        raise CalibrationError(f"quaternion {list(q)} is not normalized")
+    return T
 
 
 def _interpolate(T0: np.ndarray, T1: np.ndarray, a: float) -> np.ndarray:
@@ -98,21 +128,45 @@ def _strip(frame: str) -> str:
     return frame[1:] if frame.startswith("/") else frame
 
 
+MAX_FRAME_NAME = 256
+"""Longest frame name accepted from /tf, characters."""
+
+
 class TransformBuffer:
     """Static and time-stamped transforms between named frames, with tf2 lookup semantics; thread-safe.
 
     Args:
-        cache_time_s: dynamic transforms older than the newest by more than this are discarded.
-        max_entries: at most this many stamps are kept per dynamic edge (the oldest go first), so a
-            high-rate publisher cannot grow the history without bound.
+        cache_time_s: dynamic transforms older than the newest of their edge by more than this are discarded.
+        max_frames: most edges (child frames) kept; beyond it the least recently received edge that no lookup
+            used in the last `max_age_s` is shed (a new frame is refused when every edge is in use).
+        max_age_s: a dynamic edge not received for this long (monotonic seconds) is shed, unless a lookup used it
+            in that time.
+        max_stamps: most stamps kept per dynamic edge (the oldest go first).
+        clock: monotonic seconds (tests).
     """
 
-    def __init__(self, cache_time_s: float = 10.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        cache_time_s: float = 10.0,
+        *,
+        max_frames: int = 1000,
+        max_age_s: float = 60.0,
+        max_stamps: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cache_ns = int(cache_time_s * 1e9)
-        self._max_entries = max(2, int(max_entries))
+        self.max_frames = int(max_frames)
+        self.max_age_s = float(max_age_s)
+        self.max_stamps = int(max_stamps)
+        self._clock = clock
         self._parent: dict[str, str] = {}
         self._static: dict[str, np.ndarray] = {}  # child -> T_parent_from_child
         self._dynamic: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        self._received: OrderedDict[str, float] = OrderedDict()  # child -> last receipt, least recent first
+        self._used: dict[str, float] = {}  # child -> last lookup that went through its edge
+        self._next_age_check = 0.0
+        self.shed = 0
+        """Edges removed by the bounds (frame count or age) since construction."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0  # bumped by every stored transform (waiting lookups retry on change)
@@ -120,15 +174,29 @@ class TransformBuffer:
     def set_transform(
         self, parent: str, child: str, stamp_ns: int, T_parent_from_child: np.ndarray, *, static: bool
     ) -> None:
-        """Store the edge parent ← child (4×4 maps child-frame points into `parent`)."""
-        parent, child = _strip(parent), _strip(child)
-        if not parent or not child or parent == child:
-            raise CalibrationError(f"invalid transform frames: parent {parent!r}, child {child!r}")
-        T = np.asarray(T_parent_from_child, dtype=np.float64)
+        """Store the edge parent ← child (4×4 maps child-frame points into `parent`).
+
+        Raises:
+            CalibrationError: empty / equal / over-long frame names, a non-rigid or non-finite matrix, an edge
+                that would close a loop, or a new frame while the buffer is full of edges in use.
+        """
+        parent, child = _strip(str(parent)), _strip(str(child))
+        if not parent or not child or parent == child or max(len(parent), len(child)) > MAX_FRAME_NAME:
+            raise CalibrationError(f"invalid transform frames: parent {parent[:80]!r}, child {child[:80]!r}")
+        T = check_rigid_transform(T_parent_from_child, f"transform {parent!r}<-{child!r}")
+        now = self._clock()
         with self._lock:
+            if self._parent.get(child) != parent and child in self._chain(parent, limit=self.max_frames + 2):
+                raise CalibrationError(f"transform {parent!r}<-{child!r} would close a loop of frames")
+            if child not in self._parent:
+                self._make_room(now)
             self._version += 1
             self._changed.notify_all()
             self._parent[child] = parent
+            self._received[child] = now
+            self._received.move_to_end(child)
+            if now >= self._next_age_check:
+                self._shed_aged(now)
             if static:
                 self._static[child] = T
                 self._dynamic.pop(child, None)
@@ -142,31 +210,79 @@ class TransformBuffer:
                 stamps.insert(i, stamp_ns)
                 mats.insert(i, T)
             cutoff = stamps[-1] - self._cache_ns
-            k = max(bisect.bisect_left(stamps, cutoff), len(stamps) - self._max_entries)
+            k = max(bisect.bisect_left(stamps, cutoff), len(stamps) - self.max_stamps)
             if k > 0:
                 del stamps[:k], mats[:k]
 
-    def add_tf_message(self, msg: Any, *, static: bool) -> None:
-        """Store every `geometry_msgs/TransformStamped` of a `tf2_msgs/TFMessage`."""
+    def _remove(self, child: str) -> None:
+        self._parent.pop(child, None)
+        self._static.pop(child, None)
+        self._dynamic.pop(child, None)
+        self._received.pop(child, None)
+        self._used.pop(child, None)
+        self.shed += 1
+
+    def _in_use(self, child: str, now: float) -> bool:
+        return now - self._used.get(child, -math.inf) < self.max_age_s
+
+    def _make_room(self, now: float) -> None:
+        """Shed the least recently received edge not in use when a new edge would exceed `max_frames`."""
+        if len(self._parent) < self.max_frames:
+            return
+        victim = next((c for c in self._received if not self._in_use(c, now)), None)
+        if victim is None:
+            raise CalibrationError(f"transform buffer full ({self.max_frames} frames, all in use)")
+        self._remove(victim)
+
+    def _shed_aged(self, now: float) -> None:
+        """Shed dynamic edges not received for `max_age_s` (and not used by a lookup in that time)."""
+        self._next_age_check = now + min(1.0, self.max_age_s / 4)
+        old = [
+            c
+            for c, t in self._received.items()
+            if now - t > self.max_age_s and c in self._dynamic and not self._in_use(c, now)
+        ]
+        for child in old:
+            self._remove(child)
+
+    def add_tf_message(self, msg: Any, *, static: bool) -> list[str]:
+        """Store every valid `geometry_msgs/TransformStamped` of a `tf2_msgs/TFMessage`.
+
+        Returns:
+            One reason per refused transform (bad frames, non-finite or non-unit quaternion, non-finite
+            translation, loop, full buffer); the valid transforms of the message are stored all the same.
+        """
+        refused = []
         for ts in msg.transforms:
-            stamp = ts.header.stamp
-            self.set_transform(
-                ts.header.frame_id,
-                ts.child_frame_id,
-                int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
-                transform_msg_to_matrix(ts.transform),
-                static=static,
-            )
+            try:
+                stamp = ts.header.stamp
+                self.set_transform(
+                    ts.header.frame_id,
+                    ts.child_frame_id,
+                    int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+                    transform_msg_to_matrix(ts.transform, strict=True),
+                    static=static,
+                )
+            except (CalibrationError, AttributeError, TypeError, ValueError, OverflowError) as exc:  # noqa: PERF203
+                parent = str(getattr(getattr(ts, "header", None), "frame_id", "?"))[:80]
+                child = str(getattr(ts, "child_frame_id", "?"))[:80]
+                refused.append(f"{parent!r}<-{child!r}: {exc}")
+        return refused
 
     def frames(self) -> set[str]:
         with self._lock:
             return set(self._parent) | set(self._parent.values())
 
-    def _chain(self, frame: str) -> list[str]:
+    def __len__(self) -> int:
+        """Number of edges (child frames) stored."""
+        with self._lock:
+            return len(self._parent)
+
+    def _chain(self, frame: str, limit: int = 100_000) -> list[str]:
         chain = [frame]
         while chain[-1] in self._parent:
             chain.append(self._parent[chain[-1]])
-            if len(chain) > 1000:
+            if len(chain) > limit:
                 raise CalibrationError(f"transform loop at frame {frame!r}")
         return chain
 
@@ -206,6 +322,9 @@ class TransformBuffer:
                 )
             edges_src = up_src[: up_src.index(common)]
             edges_tgt = up_tgt[: up_tgt.index(common)]
+            now = self._clock()
+            for child in edges_src + edges_tgt:
+                self._used[child] = now
             if not stamp_ns:
                 latest = [self._dynamic[c][0][-1] for c in edges_src + edges_tgt if c in self._dynamic]
                 stamp_ns = min(latest) if latest else 0
@@ -255,6 +374,8 @@ class ExtrinsicsProvider:
         self._buffer: TransformBuffer | None = None
         self._subscriptions: list[Any] = []
         self._tf_unavailable = False
+        self.tf_refused = 0
+        """/tf and /tf_static transforms refused as invalid since start."""
         if config.matrix is not None:
             self._fixed = np.asarray(config.matrix, dtype=np.float64).reshape(4, 4)
             self.source = "parameter extrinsic_matrix"
@@ -264,6 +385,10 @@ class ExtrinsicsProvider:
         elif config.kitti_calib_dir:
             self._fixed = self._kitti(Path(config.kitti_calib_dir), read_kitti)
             self.source = f"KITTI calibration {config.kitti_calib_dir}"
+        if self._fixed is not None:  # refused at start (a reflection, det -1, or a non-rigid matrix), not per frame
+            self._fixed = check_rigid_transform(self._fixed, f"extrinsics from {self.source}")
+        if self._fixed is not None:
+            pass
         elif config.use_tf:
             if node is None:
                 raise CalibrationError("extrinsics from tf need a node")
@@ -310,12 +435,38 @@ class ExtrinsicsProvider:
             reliability=ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
-        buf = self._buffer
         self._subscriptions = [
-            node.create_subscription(TFMessage, "/tf", lambda m: buf.add_tf_message(m, static=False), dynamic_qos),
-            node.create_subscription(TFMessage, "/tf_static", lambda m: buf.add_tf_message(m, static=True), static_qos),
+            node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), dynamic_qos),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos),
         ]
         self.source = "tf (/tf, /tf_static; built-in buffer)"
+
+    def _on_tf(self, msg: Any, static: bool) -> None:
+        """/tf or /tf_static callback: store the valid transforms; bad ones and shed frames are counted and logged
+        (at most one warning each per 5 s); nothing escapes (a bad message never stops the node)."""
+        buf = self._buffer
+        if buf is None:
+            return
+        shed_before = buf.shed
+        try:
+            refused = buf.add_tf_message(msg, static=static)
+        except Exception as exc:  # a message that is not a TFMessage at all
+            refused = [f"unreadable message: {exc!r}"]
+        topic = "/tf_static" if static else "/tf"
+        log = self.node.get_logger()
+        if refused:
+            self.tf_refused += len(refused)
+            log.warning(
+                f"{topic}: refused {len(refused)} transform(s), e.g. {refused[0][:300]} "
+                f"[tf_refused={self.tf_refused}; the extrinsics in use are unchanged]",
+                throttle_duration_sec=5.0,
+            )
+        if buf.shed != shed_before:
+            log.warning(
+                f"tf buffer bound: shed {buf.shed - shed_before} frame(s) (at most {buf.max_frames} frames, dynamic "
+                f"ones kept {buf.max_age_s:.0f} s after their last message) [tf_shed={buf.shed}]",
+                throttle_duration_sec=5.0,
+            )
 
     @property
     def uses_tf(self) -> bool:

@@ -73,7 +73,7 @@ class PointcloudToDepthNode(Node):
             SyncInput(CameraInfo, cfg.camera_info_topic, qos_in, self.monitor.receiver(cfg.camera_info_topic)),
         ]
         self._sync, self._subs = subscribe_synchronized(
-            self, inputs, cfg.sync.queue_size, cfg.sync.slop, self._on_synchronized
+            self, inputs, cfg.sync.queue_size, cfg.sync.slop, self._on_synchronized, on_error=self._callback_error
         )
         self.get_logger().info(
             f"ready: extrinsics from {self.extrinsics.source}, sync queue_size={cfg.sync.queue_size} "
@@ -87,6 +87,11 @@ class PointcloudToDepthNode(Node):
             self._fail(type(exc).__name__, str(exc))
         except Exception as exc:  # one bad frame never kills the node
             self._fail(type(exc).__name__, f"unexpected error: {exc!r}")
+
+    def _callback_error(self, what: str, exc: BaseException) -> None:
+        """A receive / matcher callback raised: one throttled line; the executor never sees it."""
+        if self.throttle.ready(failure_key(f"callback:{what}", str(exc))):
+            self.get_logger().error(f"error in the {what} callback, ignored: {exc!r}")
 
     def _fail(self, key: str, text: str) -> None:
         self.frames_failed += 1

@@ -12,6 +12,10 @@
 - messages without `header.stamp` are ignored (upstream logs a warning; `allow_headerless` is not
   supported here).
 
+Accounting: `unmatched[i]` counts the messages of input i that left the queues without joining a set (pushed
+out by `queue_size`, or replaced by a message with the same stamp); `queue_lengths()` the ones still waiting.
+So for every input, received = matched + unmatched + waiting.
+
 It needs no rclpy; `subscribe_synchronized` wires it (or upstream message_filters when importable) to a node.
 """
 
@@ -67,6 +71,8 @@ class ApproximateTimeSync:
         self.queue_size = int(queue_size)
         self.slop_ns = int(float(slop) * 1_000_000_000)  # as rclpy Duration(seconds=slop)
         self._queues: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
+        self.unmatched: list[int] = [0] * n_inputs
+        """Per input: messages that left the queues without joining a set."""
         self._callbacks: list[Callable[..., None]] = [] if callback is None else [callback]
         self._lock = threading.Lock()
 
@@ -77,6 +83,11 @@ class ApproximateTimeSync:
     def register_callback(self, callback: Callable[..., None]) -> None:
         """Also call `callback(*msgs)` for each matched set."""
         self._callbacks.append(callback)
+
+    def newest_stamps(self) -> list[int | None]:
+        """Newest queued stamp per input, nanoseconds (None for an empty queue)."""
+        with self._lock:
+            return [max(q) if q else None for q in self._queues]
 
     def queue_lengths(self) -> list[int]:
         """Messages currently waiting per input."""
@@ -99,9 +110,12 @@ class ApproximateTimeSync:
 
     def _add_locked(self, index: int, t_ns: int, msg: Any) -> tuple[Any, ...] | None:
         queue = self._queues[index]
+        if t_ns in queue:
+            self.unmatched[index] += 1  # replaced by a message with the same stamp
         queue[t_ns] = msg
         while len(queue) > self.queue_size:
             del queue[min(queue)]
+            self.unmatched[index] += 1
         others = [i for i in range(len(self._queues)) if i != index]
         candidates: list[list[int]] = []
         for i in others:
@@ -140,16 +154,31 @@ def subscribe_synchronized(
     *,
     callback_group: Any = None,
     prefer_upstream: bool = True,
+    on_error: Callable[[str, BaseException], None] | None = None,
 ) -> tuple[Any, list[Any]]:
     """Subscribe `node` to `inputs` and call `callback(*msgs)` for approximately synchronized sets.
 
     Uses `message_filters.Subscriber` + `ApproximateTimeSynchronizer` when message_filters is importable
-    (and `prefer_upstream`), else rclpy subscriptions feeding `ApproximateTimeSync`.
+    (and `prefer_upstream`), else rclpy subscriptions feeding `ApproximateTimeSync`.  An exception in a receive
+    callback, the matcher or `callback` is handed to `on_error(topic, exc)` (never escapes to the executor);
+    without `on_error` it propagates.
 
     Returns:
         (synchronizer, subscriptions-or-filters), to keep alive for the node's lifetime.
     """
     from depth_completion_ros.ros.compat import message_filters
+
+    def contained(fn: Callable[..., None], what: str) -> Callable[..., None]:
+        if on_error is None:
+            return fn
+
+        def _call(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                on_error(what, exc)
+
+        return _call
 
     if prefer_upstream and message_filters is not None:
         filters = []
@@ -158,10 +187,10 @@ def subscribe_synchronized(
                 node, spec.msg_type, spec.topic, qos_profile=spec.qos, callback_group=callback_group
             )
             if spec.on_receive is not None:
-                sub.registerCallback(spec.on_receive)
+                sub.registerCallback(contained(spec.on_receive, spec.topic))
             filters.append(sub)
         sync = message_filters.ApproximateTimeSynchronizer(filters, queue_size, slop)
-        sync.registerCallback(callback)
+        sync.registerCallback(contained(callback, "synchronized"))
         return sync, filters
 
     sync_ = ApproximateTimeSync(len(inputs), queue_size, slop, callback)
@@ -169,9 +198,14 @@ def subscribe_synchronized(
     for index, spec in enumerate(inputs):
 
         def _receive(msg: Any, index: int = index, spec: SyncInput = spec) -> None:
-            if spec.on_receive is not None:
-                spec.on_receive(msg)
-            sync_.add(index, msg)
+            try:
+                if spec.on_receive is not None:
+                    spec.on_receive(msg)
+                sync_.add(index, msg)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(spec.topic, exc)
 
         subs.append(
             node.create_subscription(spec.msg_type, spec.topic, _receive, spec.qos, callback_group=callback_group)

@@ -250,7 +250,7 @@ def test_lagging_tf_uses_an_earlier_window() -> None:
 
 
 def test_tf_history_is_bounded() -> None:
-    buf = TransformBuffer(cache_time_s=100.0, max_entries=5)
+    buf = TransformBuffer(cache_time_s=100.0, max_stamps=5)
     for k in range(20):
         buf.set_transform("odom", "velo", STAMP + k * S // 100, pose(k / 100), static=False)
     with pytest.raises(CalibrationError, match="known for"):
