@@ -31,13 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine_line, print_table, time_call, write_json
+from common import bench_frame, machine_line, print_table, time_call, write_json
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.ros.params import PUBLISHED_METHODS
 from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
-from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
-from depth_completion_ros.tools.project import default_kitti_dir
 
 
 def _rss_mb(pid: int) -> float:
@@ -119,18 +117,7 @@ def main() -> int:
     )
     from depth_completion_ros.ros.params import depth_completion_config, load_params_file
 
-    kitti = default_kitti_dir()
-    if kitti.is_dir():
-        calib, frames, _ = iter_kitti_frames(kitti)
-        frame = next(frames)
-        rgb, scan, source = frame.rgb, frame.scan, "KITTI frame"
-    else:
-        from depth_completion_ros.core.calibration import KittiCalibration
-        from depth_completion_ros.data.synthetic import generate_scene
-
-        scene = generate_scene(seed=0)
-        calib = KittiCalibration(scene.camera, scene.T_camera_from_lidar)
-        rgb, scan, source = scene.rgb, scene.points_lidar, "synthetic scene"
+    calib, rgb, scan, source = bench_frame()
 
     # Baseline: the same work through the core API in one process (no DDS, no messages).
     values = load_params_file(package_share_path("config/kitti.yaml"), "depth_completion_node")

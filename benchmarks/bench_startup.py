@@ -26,11 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import print_table, write_json
+from common import bench_frame, print_table, write_json
 
 from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
-from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
-from depth_completion_ros.tools.project import default_kitti_dir
 
 TARGET_READY_S = 1.5
 LOG_STAMP = re.compile(r"\[(\d+\.\d+)\] \[[^\]]*\]: ready")
@@ -89,18 +87,7 @@ def main() -> int:
 
     from depth_completion_ros.ros.conversions import array_to_image, camera_model_to_camera_info, xyz_to_pointcloud2
 
-    kitti = default_kitti_dir()
-    if kitti.is_dir():
-        calib, frames, _ = iter_kitti_frames(kitti)
-        frame = next(frames)
-        rgb, scan, source = frame.rgb, frame.scan, "KITTI frame"
-    else:
-        from depth_completion_ros.core.calibration import KittiCalibration
-        from depth_completion_ros.data.synthetic import generate_scene
-
-        scene = generate_scene(seed=0)
-        calib = KittiCalibration(scene.camera, scene.T_camera_from_lidar)
-        rgb, scan, source = scene.rgb, scene.points_lidar, "synthetic scene"
+    calib, rgb, scan, source = bench_frame()
     matrix = ",".join(repr(float(v)) for v in calib.T_camera_from_velo.ravel())
     node_cmd = [sys.executable, "-m", "depth_completion_ros.ros.depth_completion_node", "--ros-args"]
     node_cmd += ["--params-file", str(package_share_path("config/kitti.yaml")), "-p", f"extrinsic_matrix:=[{matrix}]"]

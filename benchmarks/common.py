@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["import_with_cli", "machine_line", "metadata", "print_table", "time_call", "write_json"]
+__all__ = ["bench_frame", "import_with_cli", "machine_line", "metadata", "print_table", "time_call", "write_json"]
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -97,3 +97,21 @@ def import_with_cli(fmt: str, src: Path, config: dict[str, object] | None = None
         raise RuntimeError(f"depth-completion {' '.join(argv)} exited {rc}")
     model, _, _, _ = load_published(out)
     return model.eval()
+
+
+def bench_frame():
+    """The node benchmarks' input: (KittiCalibration, rgb (H, W, 3) uint8, scan (N, 4) float32, source label) of the
+    shared KITTI frame, or of a generated scene when the data folder is absent."""
+    from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
+    from depth_completion_ros.tools.project import default_kitti_dir
+
+    kitti = default_kitti_dir()
+    if kitti.is_dir():
+        calib, frames, _ = iter_kitti_frames(kitti)
+        frame = next(frames)
+        return calib, frame.rgb, frame.scan, "KITTI frame"
+    from depth_completion_ros.core.calibration import KittiCalibration
+    from depth_completion_ros.data.synthetic import generate_scene
+
+    scene = generate_scene(seed=0)
+    return KittiCalibration(scene.camera, scene.T_camera_from_lidar), scene.rgb, scene.points_lidar, "synthetic scene"

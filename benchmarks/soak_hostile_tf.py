@@ -30,12 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import print_table, time_call, write_json
+from common import bench_frame, print_table, time_call, write_json
 
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.ros.process_env import package_share_path, ros_process_env
-from depth_completion_ros.tools.kitti_to_bag import iter_kitti_frames
-from depth_completion_ros.tools.project import default_kitti_dir
 
 CAMERA_FRAME, LIDAR_FRAME = "kitti_camera_optical", "velo_link"
 
@@ -119,18 +117,7 @@ def main() -> int:
     from depth_completion_ros.ros.extrinsics import quat_xyzw_from_matrix
     from depth_completion_ros.ros.params import depth_completion_config, load_params_file
 
-    kitti = default_kitti_dir()
-    if kitti.is_dir():
-        calib, frames, _ = iter_kitti_frames(kitti)
-        frame = next(frames)
-        rgb, scan, source = frame.rgb, frame.scan, "KITTI frame"
-    else:
-        from depth_completion_ros.core.calibration import KittiCalibration
-        from depth_completion_ros.data.synthetic import generate_scene
-
-        scene = generate_scene(seed=0)
-        calib = KittiCalibration(scene.camera, scene.T_camera_from_lidar)
-        rgb, scan, source = scene.rgb, scene.points_lidar, "synthetic scene"
+    calib, rgb, scan, source = bench_frame()
     T = np.asarray(calib.T_camera_from_velo, dtype=np.float64)
 
     values = load_params_file(package_share_path("config/kitti.yaml"), "depth_completion_node")
