@@ -25,7 +25,7 @@ from .device import resolve_device
 from .errors import CalibrationError, CheckpointError, DataError, ShapeError
 from .fill import OUTLIER_TOLERANCE, classical_fill_detailed, sparse_stats
 from .lazy import lazy_module
-from .propagation import cspn_propagate_pairs
+from .propagation import MAX_ITERATIONS, cspn_propagate_pairs
 
 if TYPE_CHECKING:
     import torch
@@ -100,8 +100,6 @@ class DepthCompleter:
                 self._arch = get_architecture(cfg.method)
             except ValueError as exc:
                 raise ValueError(f"method must be 'default', 'cspn' or a published model ({exc})") from None
-        from .model import MAX_ITERATIONS
-
         if not 0 <= cfg.iterations <= MAX_ITERATIONS:
             raise ValueError(f"iterations must be in 0..{MAX_ITERATIONS} (work per frame), got {cfg.iterations}")
         if cfg.bands < 1:
@@ -198,14 +196,12 @@ class DepthCompleter:
         """Apply run-time changes in memory (nothing is reloaded; the model in use is kept).
 
         Args:
-            iterations: propagation steps, 0..`model.MAX_ITERATIONS` (method "cspn": the learned model's).
+            iterations: propagation steps, 0..`propagation.MAX_ITERATIONS` (method "cspn": the learned model's).
             max_depth: output clip, metres (> 0, finite).
 
         Raises:
             ValueError: a value out of range (nothing is changed).
         """
-        from .model import MAX_ITERATIONS
-
         changes: dict[str, Any] = {}
         if iterations is not None:
             if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations <= MAX_ITERATIONS:

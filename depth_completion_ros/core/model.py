@@ -22,12 +22,9 @@ from torch.nn import functional as F
 
 from .device import resolve_device
 from .errors import ShapeError, check_shape
-from .propagation import NORMALIZATIONS, cspn_propagate, normalize_affinity
+from .propagation import MAX_ITERATIONS, NORMALIZATIONS, cspn_propagate, normalize_affinity
 
 __all__ = ["MAX_ITERATIONS", "MAX_PARAMETERS", "CSPNModelConfig", "CSPNNet", "prepare_for_inference", "resolve_device"]
-
-MAX_ITERATIONS = 256
-"""Most CSPN propagation steps per frame (bounds the work per frame; the node's `iterations` range)."""
 
 MAX_PARAMETERS = 200_000_000
 """Most weights a configuration may ask for (~0.8 GB float32), checked before anything is allocated."""

@@ -61,8 +61,12 @@ if TYPE_CHECKING:
 else:
     torch = lazy_module("torch", globals())  # the weight-free default (numba pair kernel) never imports torch
 
+MAX_ITERATIONS = 256
+"""Most CSPN propagation steps per frame, for every model (bounds the work per frame; the node's `iterations` range)."""
+
 __all__ = [
     "EPS",
+    "MAX_ITERATIONS",
     "NEIGHBOUR_OFFSETS",
     "NORMALIZATIONS",
     "PAIR_OFFSETS",

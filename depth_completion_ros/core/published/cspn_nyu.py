@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CalibrationError, ShapeError, check_shape
-from ..propagation import NEIGHBOUR_OFFSETS, cspn_propagate, normalize_affinity
+from ..propagation import MAX_ITERATIONS, NEIGHBOUR_OFFSETS, cspn_propagate, normalize_affinity
 from .base import Architecture, register
 
 __all__ = ["ARCHITECTURE", "CSPNNYUConfig", "CSPNNYUNet", "authors_key", "authors_to_gather"]
@@ -77,7 +77,6 @@ NYU_NETWORK_FOCAL_PX = 518.8579 / 2
 
 INPUT_SCALINGS = ("auto", "focal", "short_side", "none")
 NORMALIZATIONS = ("8sum", "8sum_abs")
-_MAX_ITERATIONS = 256
 _MAX_NETWORK_SIDE = 4096
 
 
@@ -107,7 +106,7 @@ class CSPNNYUConfig:
     def __post_init__(self) -> None:
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("input_scaling", self.input_scaling, INPUT_SCALINGS)
-        _check_int("iterations", self.iterations, 0, _MAX_ITERATIONS)
+        _check_int("iterations", self.iterations, 0, MAX_ITERATIONS)
         _check_int("short_side", self.short_side, 16, 4096)
         if isinstance(self.focal_px, bool) or not isinstance(self.focal_px, int | float):
             raise ValueError(f"focal_px must be a number, got {self.focal_px!r}")
