@@ -466,8 +466,8 @@ def test_object_calibration_refuses_a_sibling_image_header_beyond_the_limit(tmp_
     )
     with pytest.raises(ShapeError, match="30000x30000"):
         read_kitti_object_calibration(calib, 2)
-    cv2.imwrite(str(tmp_path / "image_2" / "000001.png"), np.zeros((37, 53, 3), np.uint8))
-    assert read_kitti_object_calibration(calib, 2).camera.width == 53
+    cv2.imwrite(str(tmp_path / "image_2" / "000001.png"), np.zeros((375, 1242, 3), np.uint8))  # P2's image size
+    assert read_kitti_object_calibration(calib, 2).camera.width == 1242
 
 
 @pytest.mark.parametrize(
