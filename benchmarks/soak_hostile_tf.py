@@ -139,7 +139,9 @@ def main() -> int:
     hostile_proc: subprocess.Popen | None = None
     results: dict[str, object] = {"source": source, "core_pipeline": core, "args": vars(args) | {"json": None}}
     sends: dict[int, float] = {}  # stamp ns -> monotonic send time
-    outputs: list[tuple[float, float]] = []  # (monotonic receipt, latency s)
+    outputs: list[tuple[float, float]] = []  # (monotonic receipt, latency s), first receipt of each stamp
+    seen: set[int] = set()
+    duplicates = [0]  # depth messages received again with a stamp already received (DDS redelivery)
     stats: list = []
     lock = threading.Lock()
     try:
@@ -168,7 +170,10 @@ def main() -> int:
                 key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                 with lock:
                     sent_at = sends.get(key)
-                    if sent_at is not None:
+                    if key in seen:
+                        duplicates[0] += 1
+                    elif sent_at is not None:
+                        seen.add(key)
                         outputs.append((now, now - sent_at))
 
             node.create_subscription(Image, "/depth", on_depth, qos)
@@ -300,8 +305,10 @@ def main() -> int:
         print(
             f"frames: sent {sent}, received by the node {acc['received']} = processed {acc['processed']} + "
             f"superseded {acc['superseded']} + failed {acc['failed']} + unmatched {acc['unmatched']} + waiting "
-            f"{acc['waiting']} (= {balance}); depth outputs received here {len(outputs)}"
+            f"{acc['waiting']} (= {balance}); depth outputs received here {len(outputs)} distinct stamps "
+            f"(+ {duplicates[0]} duplicate deliveries)"
         )
+        acc["duplicate_deliveries"] = duplicates[0]
         print(
             "every frame accounted for: "
             + ("yes" if sent == acc["received"] == balance and len(outputs) == acc["processed"] else "NO")
