@@ -184,7 +184,6 @@ class DepthCompletionNode(Node):
 
             self.deskew = Deskewer.for_node(self, cfg.deskew, self.extrinsics)  # motion compensation stage
         self.completer = DepthCompleter(cfg.completer)
-        self._completer_config = cfg.completer
         warm_up_ms = self._warm_up()
         self.throttle = Throttle(2.0)
         self._silence_throttle = Throttle(max(cfg.input_timeout_s, 2.0))
@@ -220,7 +219,7 @@ class DepthCompletionNode(Node):
         )
         self._image_topic = specs[0][1]
         self._input_topics = [topic for _, topic in specs]
-        if cfg.completer.method == "cspn" and cfg.completer.iterations != _ITERATIONS_DEFAULT:
+        if cfg.completer.method != "default" and cfg.completer.iterations != _ITERATIONS_DEFAULT:
             self.completer.reconfigure(iterations=cfg.completer.iterations)  # else the checkpoint's own count
 
         self.frames_processed = 0
@@ -345,12 +344,20 @@ class DepthCompletionNode(Node):
                 return SetParametersResult(successful=True)
             try:
                 new = updated_config(self.config, changes)
-            except ValueError as exc:
+                old = self.config.completer
+                if new.completer != old:  # iterations / max_depth: applied in memory, the checkpoint is never reloaded
+                    self.completer.reconfigure(
+                        iterations=new.completer.iterations if new.completer.iterations != old.iterations else None,
+                        max_depth=new.completer.max_depth if new.completer.max_depth != old.max_depth else None,
+                    )
+            except ValueError as exc:  # out of range, or not applicable (ENet has no propagation steps)
                 return SetParametersResult(successful=False, reason=str(exc))
             self.config = new
             note = ""
-            if "iterations" in changes and new.completer.method == "cspn":
-                note = " (method cspn: the learned model's propagation steps, applied from the next frame, no reload)"
+            if "iterations" in changes and new.completer.method != "default":
+                note = (
+                    f" (method {new.completer.method}: the model's propagation steps, from the next frame, no reload)"
+                )
             self.get_logger().info(f"parameters changed: {changes}{note}")
             return SetParametersResult(successful=True)
         except Exception as exc:  # never raise into rclpy's parameter service
@@ -400,14 +407,6 @@ class DepthCompletionNode(Node):
         from depth_completion_ros.ros import conversions as conv
 
         cfg = self.config
-        if cfg.completer != self._completer_config:
-            # run-time change of iterations / max_depth: applied in memory (the checkpoint is never reloaded)
-            old, new = self._completer_config, cfg.completer
-            self.completer.reconfigure(
-                iterations=new.iterations if new.iterations != old.iterations else None,
-                max_depth=new.max_depth if new.max_depth != old.max_depth else None,
-            )
-            self._completer_config = new
         t_start = time.monotonic()
 
         def tf_wait() -> float:  # hold the frame for its transform up to tf_timeout after it arrived

@@ -161,3 +161,20 @@ def test_optional_intrinsics_are_passed_when_known(tmp_path, tiny_arch, rng):
             c.complete(rgb, sparse)
     finally:
         ARCHITECTURES.pop("tiny-optional", None)
+
+
+def test_reconfigure_iterations_of_published_models():
+    """Run-time `iterations` goes to the model's own config, within its bounds; ENet has none and refuses it."""
+    from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
+
+    penet = DepthCompleter(CompleterConfig(method="penet", allow_random_weights=True, device="cpu"))
+    penet.reconfigure(iterations=3)
+    assert penet.iterations == 3 and penet._model.config.iterations == 3
+    with pytest.raises(ValueError, match="iterations"):
+        penet.reconfigure(iterations=10_000)
+    assert penet.iterations == 3  # a refused change changes nothing
+    enet = DepthCompleter(CompleterConfig(method="enet", allow_random_weights=True, device="cpu"))
+    with pytest.raises(ValueError, match="no propagation iterations"):
+        enet.reconfigure(iterations=3)
+    enet.reconfigure(max_depth=50.0)
+    assert enet.config.max_depth == 50.0
