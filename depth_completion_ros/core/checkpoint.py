@@ -31,9 +31,11 @@ from .model import CSPNModelConfig, CSPNNet
 __all__ = [
     "FORMAT_TAG",
     "FORMAT_VERSION",
+    "check_format",
     "check_shapes",
     "check_state_dict",
     "expected_shapes",
+    "extra_metadata",
     "import_torch_checkpoint",
     "json_default",
     "load_checkpoint",
@@ -247,27 +249,46 @@ def import_torch_checkpoint(
     return model.to(map_location).eval()
 
 
-def _parse_metadata(p: Path, meta: Mapping[str, str]) -> tuple[CSPNModelConfig, dict[str, Any]]:
-    tag = meta.get("format")
-    if tag != FORMAT_TAG:
-        raise CheckpointError(f"{p}: not a {FORMAT_TAG} checkpoint (format tag {tag!r})")
+def check_format(p: Path, meta: Mapping[str, str], tag: str, max_version: int) -> int:
+    """Check a safetensors header's "format" tag and "format_version" (1..`max_version`); returns the version.
+
+    Raises:
+        CheckpointError: another tag, or a missing / unsupported version.
+    """
+    found = meta.get("format")
+    if found != tag:
+        raise CheckpointError(f"{p}: not a {tag} checkpoint (format tag {found!r})")
     try:
         version = int(meta.get("format_version", ""))
     except ValueError:
         raise CheckpointError(f"{p}: bad format_version {meta.get('format_version')!r}") from None
-    if version > FORMAT_VERSION or version < 1:
-        raise CheckpointError(f"{p}: format_version {version} is not supported (this code reads 1..{FORMAT_VERSION})")
+    if not 1 <= version <= max_version:
+        raise CheckpointError(f"{p}: format_version {version} is not supported (this code reads 1..{max_version})")
+    return version
+
+
+def extra_metadata(p: Path, meta: Mapping[str, str], **fields: Any) -> dict[str, Any]:
+    """The header's "extra" JSON as a dict, updated with `fields` (e.g. format, format_version).
+
+    Raises:
+        CheckpointError: "extra" is not JSON.
+    """
+    try:
+        extra = json.loads(meta.get("extra", "{}"))
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: bad extra metadata ({exc})") from None
+    metadata = dict(extra) if isinstance(extra, dict) else {"extra": extra}
+    metadata.update(fields)
+    return metadata
+
+
+def _parse_metadata(p: Path, meta: Mapping[str, str]) -> tuple[CSPNModelConfig, dict[str, Any]]:
+    version = check_format(p, meta, FORMAT_TAG, FORMAT_VERSION)
     try:
         config = CSPNModelConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{p}: bad or missing model configuration in the metadata ({exc})") from exc
-    try:
-        extra = json.loads(meta.get("extra", "{}"))
-    except ValueError as exc:
-        raise CheckpointError(f"{p}: bad extra metadata ({exc})") from exc
-    metadata = dict(extra) if isinstance(extra, dict) else {"extra": extra}
-    metadata.update({"format": tag, "format_version": version})
-    return config, metadata
+    return config, extra_metadata(p, meta, format=FORMAT_TAG, format_version=version)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

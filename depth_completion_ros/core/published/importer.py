@@ -37,9 +37,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import FORMAT_TAG as CSPN_FORMAT_TAG
 from ..checkpoint import (
+    check_format,
     check_shapes,
     expected_shapes,
+    extra_metadata,
     json_default,
     read_safetensors_header,
     unwrap_model,
@@ -377,16 +380,12 @@ def read_published_metadata(
     """
     p = Path(path)
     meta, shapes = read_safetensors_header(p)
-    tag = meta.get("format")
-    if tag != FORMAT_TAG:
-        hint = " (a learned 'cspn' checkpoint: use method cspn)" if tag == "depth_completion_ros.cspn" else ""
-        raise CheckpointError(f"{p}: not a {FORMAT_TAG} checkpoint (format tag {tag!r}){hint}")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise CheckpointError(f"{p}: bad format_version {meta.get('format_version')!r}") from None
-    if not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointError(f"{p}: format_version {version} is not supported (this code reads 1..{FORMAT_VERSION})")
+    if meta.get("format") == CSPN_FORMAT_TAG:
+        raise CheckpointError(
+            f"{p}: not a {FORMAT_TAG} checkpoint (format tag {CSPN_FORMAT_TAG!r}) (a learned 'cspn' checkpoint: "
+            "use method cspn)"
+        )
+    version = check_format(p, meta, FORMAT_TAG, FORMAT_VERSION)
     try:
         arch = get_architecture(str(meta.get("architecture")))
     except ValueError as exc:
@@ -395,12 +394,7 @@ def read_published_metadata(
         config = arch.config_from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{p}: bad or missing {arch.name} configuration in the metadata ({exc})") from None
-    try:
-        extra = json.loads(meta.get("extra", "{}"))
-    except ValueError as exc:
-        raise CheckpointError(f"{p}: bad extra metadata ({exc})") from None
-    metadata = dict(extra) if isinstance(extra, dict) else {"extra": extra}
-    metadata.update({"format": tag, "format_version": version, "architecture": arch.name})
+    metadata = extra_metadata(p, meta, format=FORMAT_TAG, format_version=version, architecture=arch.name)
     return arch, config, metadata, shapes
 
 
