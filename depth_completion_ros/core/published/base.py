@@ -2,7 +2,7 @@
 
 Calling convention of a `PublishedNet` (all tensors on one device, batch B):
 
-    net(rgb, sparse, K) -> {"pred": (B, 1, H, W) float32 metres > 0,
+    net(rgb, sparse, K) -> {"pred": (B, 1, H, W) float32 metres (0 = no estimate),
                             "confidence": (B, 1, H, W) in [0, 1] or None}
 
 - rgb: (B, 3, H, W) float32 RGB in [0, 255] (not normalized: each net applies its own training
