@@ -36,6 +36,7 @@ __all__ = [
     "check_state_dict",
     "expected_shapes",
     "extra_metadata",
+    "format_metadata",
     "import_torch_checkpoint",
     "json_default",
     "load_checkpoint",
@@ -71,16 +72,7 @@ def save_checkpoint(
     config = config if config is not None else getattr(model, "config", None)
     if not isinstance(config, CSPNModelConfig):
         raise CheckpointError(f"save_checkpoint needs a CSPNModelConfig, got {type(config).__name__}")
-    try:
-        extra_json = json.dumps(dict(extra or {}), default=json_default)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint extra metadata is not JSON-serializable: {exc}") from exc
-    metadata = {
-        "format": FORMAT_TAG,
-        "format_version": str(FORMAT_VERSION),
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "extra": extra_json,
-    }
+    metadata = format_metadata(FORMAT_TAG, FORMAT_VERSION, config.to_dict(), extra)
     write_safetensors(path, model.state_dict(), metadata)
 
 
@@ -247,6 +239,28 @@ def import_torch_checkpoint(
     check_state_dict(model, state, source=str(p))
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
+
+
+def format_metadata(
+    tag: str, version: int, config: Mapping[str, Any], extra: Mapping[str, Any] | None, **fields: str
+) -> dict[str, str]:
+    """The string metadata of a checkpoint header: format tag and version, `fields`, the config and `extra` as JSON
+    (the writer's side of `check_format` / `extra_metadata`).
+
+    Raises:
+        CheckpointError: `extra` is not JSON-serializable.
+    """
+    try:
+        extra_json = json.dumps(dict(extra or {}), default=json_default)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint extra metadata is not JSON-serializable: {exc}") from exc
+    return {
+        "format": tag,
+        "format_version": str(version),
+        **fields,
+        "config": json.dumps(dict(config), sort_keys=True),
+        "extra": extra_json,
+    }
 
 
 def check_format(p: Path, meta: Mapping[str, str], tag: str, max_version: int) -> int:

@@ -43,7 +43,7 @@ from ..checkpoint import (
     check_shapes,
     expected_shapes,
     extra_metadata,
-    json_default,
+    format_metadata,
     read_safetensors_header,
     unwrap_model,
     write_safetensors,
@@ -353,17 +353,7 @@ def save_published(
         CheckpointError: `extra` not JSON-serializable.
         OSError: the write fails (the previous file is kept).
     """
-    try:
-        extra_json = json.dumps(dict(extra or {}), default=json_default)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint extra metadata is not JSON-serializable: {exc}") from exc
-    metadata = {
-        "format": FORMAT_TAG,
-        "format_version": str(FORMAT_VERSION),
-        "architecture": arch.name,
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "extra": extra_json,
-    }
+    metadata = format_metadata(FORMAT_TAG, FORMAT_VERSION, config.to_dict(), extra, architecture=arch.name)
     write_safetensors(path, unwrap_model(model).state_dict(), metadata)
 
 
