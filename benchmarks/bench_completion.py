@@ -4,9 +4,13 @@ Prints per-stage timings at KITTI size (1242×375), then RMSE / MAE (mm), iRMSE 
 ms) and confidence AUSE / top-50 % RMSE ratio on: both shared KITTI frames, KITTI with 32 and 16 of
 the 64 beams (real velodyne_raw pixels, beams from raw/lidar_data.bin), the KITTI object frame's projected scan with
 each fifth held out in turn as ground truth, and the TUM frame subsampled (spot grid, 1 % / 5 % random, structured-light
-holes).  Learned model (random weights) timings when core/model.py is present.
+holes).  Learned model (random weights) timings when core/model.py is present.  Then how well `network_confidence`
+(the confidence published for nets without a confidence head) ranks the errors of stand-in completions of the KITTI
+frames at 64 / 32 / 16 beams: the default's depth, IP-Basic, nearest fill and, with `--learned-checkpoint`, a trained
+`cspn` model (the released weights are not available here).
 
     .venv/bin/python benchmarks/bench_completion.py [--json out.json] [--repeats 5]
+    .venv/bin/python benchmarks/bench_completion.py --confidence-only [--learned-checkpoint CKPT]   # ~20 s
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ from depth_completion_ros.core.affinity import anchored_pair_affinity
 from depth_completion_ros.core.allocator import configure_allocator
 from depth_completion_ros.core.calibration import read_kitti_object_calibration
 from depth_completion_ros.core.completer import CompleterConfig, DepthCompleter
-from depth_completion_ros.core.confidence import default_confidence
-from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill
+from depth_completion_ros.core.confidence import (
+    default_confidence,
+    distance_confidence,
+    edge_confidence,
+    edge_window,
+    network_confidence,
+)
+from depth_completion_ros.core.fill import classical_fill_detailed, ip_basic_fill, nearest_fill, sparse_stats
 from depth_completion_ros.core.metrics import compute_metrics, sparsification
 from depth_completion_ros.core.projection import filter_occluded, project_points
 from depth_completion_ros.core.propagation import cspn_propagate_pairs
@@ -273,6 +283,90 @@ def learned_times(rgb, sp, repeats):
     return out
 
 
+def _ranking(pred, gt, conf, sp, seed=0):
+    """AUSE (mm) and top-50 % RMSE ratio of `conf` over all ground-truth pixels and over those without an input
+    measurement, with the same figures for a seeded random ranking and the oracle's top-50 % ratio."""
+    out = {}
+    rand = np.random.default_rng(seed).random(gt.shape)
+    for part, g in (("all", gt), ("unmeasured", np.where(sp > 0, 0, gt))):
+        s = sparsification(pred, g, conf)
+        r = sparsification(pred, g, rand)
+        half = int(np.argmin(np.abs(np.asarray(s["fractions"]) - 0.5)))  # the oracle curve at f = 0.5 over f = 0
+        out[part] = {
+            "ause_mm": s["ause_mm"],
+            "rmse_ratio_top50": s["rmse_ratio_top50"],
+            "random_ause_mm": r["ause_mm"],
+            "oracle_ratio_top50": s["oracle_rmse_mm"][half] / s["oracle_rmse_mm"][0],
+        }
+    return out
+
+
+def network_confidence_ranking(cases, learned_checkpoint=None):
+    """How well `network_confidence` ranks the errors of several dense completions of the same real frames.
+
+    The released PENet / ENet / CSPN weights are not available here, so their output is stood in for by: the
+    weight-free default's depth, IP-Basic, nearest fill and (given `learned_checkpoint`) the project's learned CSPN.
+    Each completion is scored with `network_confidence(depth, sparse, spacing)` as the node computes it for a net
+    without a confidence head, next to its factors without the disagreement term (distance only, distance x edge)
+    and the completion's own confidence where it has one.
+
+    Returns rows {"case", "completion", "rmse_mm", "confidence", "all": {...}, "unmeasured": {...}} (`_ranking`).
+    """
+    comps = {"default": DepthCompleter(), "ip_basic": ip_basic_fill, "nearest": nearest_fill}
+    if learned_checkpoint is not None:
+        comps["learned_cspn"] = DepthCompleter(
+            CompleterConfig(method="cspn", checkpoint=learned_checkpoint, device="cpu")
+        )
+    rows = []
+    for name, (rgb, sp, gt) in cases.items():
+        spacing = sparse_stats(sp).spacing
+        for cname, comp in comps.items():
+            own = None
+            if isinstance(comp, DepthCompleter):
+                pred, own = comp.complete(rgb, sp)
+            else:
+                pred = comp(sp)
+            confs = {
+                "network_confidence": network_confidence(pred, sp, spacing),
+                "distance only": distance_confidence(sp > 0, spacing),
+                "distance x edge": distance_confidence(sp > 0, spacing)
+                * edge_confidence(pred, window=edge_window(spacing)),
+            }
+            if own is not None:
+                confs["its own"] = own
+            rmse = compute_metrics(pred, gt).rmse_mm
+            for kind, conf in confs.items():
+                rows.append(
+                    {
+                        "case": name,
+                        "completion": cname,
+                        "rmse_mm": rmse,
+                        "confidence": kind,
+                        **_ranking(pred, gt, conf, sp),
+                    }
+                )
+    return rows
+
+
+def print_network_confidence(rows):
+    print(
+        "\nnetwork_confidence on stand-in completions (released weights not available): AUSE mm / RMSE top-50 % over"
+        " all, vs a random ranking and the oracle; 'unmeasured': GT pixels without an input measurement"
+    )
+    print(
+        f"  {'case':13s} {'completion':12s} {'RMSE mm':>8s} {'confidence':18s} {'AUSE':>7s} {'rand':>7s} "
+        f"{'top50':>6s} {'oracle':>6s} | {'AUSE':>7s} {'rand':>7s} {'top50':>6s} {'oracle':>6s}"
+    )
+    for r in rows:
+        parts = [
+            f"{p['ause_mm']:7.1f} {p['random_ause_mm']:7.1f} {p['rmse_ratio_top50']:6.3f} "
+            f"{p['oracle_ratio_top50']:6.3f}"
+            for p in (r["all"], r["unmeasured"])
+        ]
+        print(f"  {r['case']:13s} {r['completion']:12s} {r['rmse_mm']:8.1f} {r['confidence']:18s} {' | '.join(parts)}")
+    print(machine_line())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=None)
@@ -284,6 +378,17 @@ def main():
     ap.add_argument("--no-learned", action="store_true", help="skip the learned model's (slow) CPU timing")
     ap.add_argument(
         "--cv-threads", type=int, default=None, help="cv2.setNumThreads for the run (1: IP-Basic on one thread too)"
+    )
+    ap.add_argument(
+        "--confidence-only",
+        action="store_true",
+        help="only the network_confidence ranking on the KITTI frames at 64 / 32 / 16 beams (no timings)",
+    )
+    ap.add_argument(
+        "--learned-checkpoint",
+        type=Path,
+        default=None,
+        help="a trained `cspn` checkpoint whose output is one more stand-in for network_confidence",
     )
     args = ap.parse_args()
     configure_allocator()  # as the node and CLI do (see benchmarks/README.md)
@@ -298,6 +403,15 @@ def main():
         "kitti_object_5fold": kitti_object_folds(),
         **tum_cases(),
     }
+    kitti_cases = ("kitti_02", "kitti_03", "kitti_32beam", "kitti_16beam")
+    if args.confidence_only:
+        print(f"{platform.processor() or platform.machine()}, OpenCV threads {cv2.getNumThreads()}")
+        netconf = network_confidence_ranking({k: cases[k] for k in kitti_cases}, args.learned_checkpoint)
+        print_network_confidence(netconf)
+        if args.json:
+            args.json.write_text(json.dumps({"machine_load": machine_line(), "network_confidence": netconf}, indent=1))
+            print(f"\nwrote {args.json}")
+        return
     rgb, sp, _ = cases["kitti_02"]
     stages = stage_times(rgb, sp, args.stage_repeats)
     print(f"{platform.processor() or platform.machine()}, OpenCV threads {cv2.getNumThreads()}")
@@ -370,6 +484,8 @@ def main():
         d = res["default"][0]
         print(f"{'':18s} default beats both: RMSE {d.rmse_mm < best}, MAE {d.mae_mm < best_mae}")
     print(machine_line())
+    netconf = network_confidence_ranking({k: cases[k] for k in kitti_cases}, args.learned_checkpoint)
+    print_network_confidence(netconf)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -379,6 +495,7 @@ def main():
                     "learned_ms": learned,
                     "machine_load": machine_line(),
                     "results": rows,
+                    "network_confidence": netconf,
                     "torch_threads": torch.get_num_threads(),
                     "repeats": args.repeats,
                 },

@@ -11,9 +11,10 @@ from depth_completion_ros.core.confidence import (
     default_confidence,
     distance_confidence,
     edge_confidence,
+    network_confidence,
 )
 from depth_completion_ros.core.errors import ShapeError
-from depth_completion_ros.core.fill import classical_fill
+from depth_completion_ros.core.fill import classical_fill, nearest_fill
 from depth_completion_ros.core.metrics import sparsification
 
 
@@ -91,3 +92,37 @@ def test_confidence_ranks_errors_synthetic(rng):
     # and a random ranking does not do that
     s_rand = sparsification(pred, gt, rng.random((h, w)).astype(np.float32))
     assert s_rand["rmse_ratio_top50"] > 0.8
+
+
+def test_network_confidence_ranks_known_errors(rng):
+    """A net's output stood in for by a nearest fill with three known error sources: a hole in the measurements
+    (error grows into it), a depth step between measured columns (wrong side near it) and a patch scaled by 8 %
+    (disagrees with its own measurements).  `network_confidence` must mark each, and rank the errors overall.
+    (test_completer_published.py checks its factors' order on a flat scene.)"""
+    h, w = 96, 128
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    gt = np.where(xx < 62 + 0.2 * yy, 8.0 + 0.03 * yy + 0.02 * xx, 25.0 + 0.04 * xx).astype(np.float32)
+    sp = np.zeros((h, w), np.float32)
+    sp[2::4, 1::4] = gt[2::4, 1::4]
+    hole = (slice(50, 90), slice(6, 46))  # left of the step
+    sp[hole] = 0
+    pred = nearest_fill(sp)
+    bias = (slice(8, 40), slice(80, 120))  # right of the step
+    pred[bias] *= 1.08
+    conf = network_confidence(pred, sp, 4.0)
+    err = np.abs(pred - gt)
+    # far from measurements: inside the hole the larger half of the errors gets less than half the confidence
+    e, c = err[hole], conf[hole]
+    assert e.max() > 0.5 and c[e > np.median(e)].mean() < 0.5 * c[e <= np.median(e)].mean()
+    # the step: pixels filled from the wrong side (errors > 1 m, outside the scaled patch) vs accurate ones
+    in_bias = np.zeros((h, w), bool)
+    in_bias[bias] = True
+    step = (err > 1.0) & ~in_bias
+    assert step.sum() > 50 and conf[step].mean() < 0.5 * conf[(err < 0.05) & ~in_bias].mean()
+    # the patch that disagrees with its measurements vs an unscaled patch of the same surface and sampling
+    assert conf[bias].mean() < 0.5 * conf[56:88, 80:120].mean()
+    # overall ranking, against a random one
+    s = sparsification(pred, gt, conf)
+    s_rand = sparsification(pred, gt, rng.random((h, w)))
+    assert s["rmse_ratio_top50"] < 0.2 and s_rand["rmse_ratio_top50"] > 0.8
+    assert s["ause_mm"] < 0.2 * s_rand["ause_mm"]
