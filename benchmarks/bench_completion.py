@@ -11,6 +11,11 @@ frames at 64 / 32 / 16 beams: the default's depth, IP-Basic, nearest fill and, w
 
     .venv/bin/python benchmarks/bench_completion.py [--json out.json] [--repeats 5]
     .venv/bin/python benchmarks/bench_completion.py --confidence-only [--learned-checkpoint CKPT]   # ~20 s
+
+The checkpoint measured (README) came from 5 CPU-minutes of synthetic training, one torch thread:
+    depth-completion train --config config/train_synthetic.yaml --set train.out_dir=OUT --set train.max_minutes=5 \
+      --set train.num_threads=1 --set train.device=cpu --set optim.steps=1000 --set optim.batch_size=2 \
+      --set data.synthetic.length=48 --set 'model={base_width: 16, max_width: 128}'
 """
 
 from __future__ import annotations

@@ -188,8 +188,12 @@ def network_confidence(
     calibrated probability: exp(-dist / spacing) × edge factor of `depth` × exp(-r / disagreement_scale), where
     r is the largest relative disagreement |depth − sparse| / sparse among the measurements in a box of about
     the measurement spacing around the pixel (0 where there is none).  Measured pixels are not set to 1: a net
-    that does not reproduce its input there gets the disagreement it shows.  It has only been checked on
-    random-weight and synthetic outputs; how well it ranks the errors of the released weights is not measured.
+    that does not reproduce its input there gets the disagreement it shows.  Measured only on stand-in outputs
+    (`benchmarks/bench_completion.py --confidence-only`: the default's depth, IP-Basic, nearest fill and a small
+    `cspn` trained 5 CPU-minutes on synthetic scenes, on the shared KITTI frame at 64 / 32 / 16 beams): AUSE 0.23–0.54
+    of a random ranking's, RMSE of the most confident half 0.21–0.62 of the whole.  Those outputs (almost)
+    reproduce their input, so the disagreement factor was exercised on synthetic cases only; how well the heuristic
+    ranks the errors of the released weights is not measured.
 
     Args:
         depth: (H, W) float32 metres, the network's output (> 0).
