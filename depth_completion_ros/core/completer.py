@@ -164,7 +164,7 @@ class DepthCompleter:
                     f"method {cfg.method!r} needs a checkpoint: import the authors' weights with "
                     f"`depth-completion import-weights --format {cfg.method} SRC --out X.safetensors`"
                 )
-            self._model = arch.build(arch.default_config).to(self._device).eval()
+            self._model = self._prepared(arch, arch.build(arch.default_config).to(self._device).eval())
             self._model_name = f"{arch.name} (random weights)"
             return
         from .published.importer import load_published, read_published_metadata
@@ -181,9 +181,17 @@ class DepthCompleter:
             raise
         except Exception as exc:  # any unreadable file becomes one clear error
             raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
-        self._model = model
+        self._model = self._prepared(arch, model)
         source = meta.get("source") if isinstance(meta, dict) else None
         self._model_name = f"{arch.name} ({source or path.name})"
+
+    @staticmethod
+    def _prepared(arch: Architecture, model: Any) -> Any:
+        """The architecture's inference preparation (e.g. PENet's fused conv+BN, oneDNN and Winograd on the CPU)."""
+        if arch.prepare is None:
+            return model
+        with torch.no_grad():
+            return arch.prepare(model)
 
     @property
     def iterations(self) -> int:

@@ -156,7 +156,7 @@ def normalized_scatter_to_gather(raw: Tensor, kernel_size: int) -> Tensor:
         offsets = kernel_offsets(kernel_size)
         dys = np.array([o[0] for o in offsets], np.int64)
         dxs = np.array([o[1] for o in offsets], np.int64)
-        _match_torch_threads()
+        match_torch_threads()
         _normalize_flip(raw.detach().contiguous().numpy(), dys, dxs, np.float32(NORM_FLOOR), out)
         return torch.from_numpy(out)
     g = raw / raw.abs().sum(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
@@ -342,7 +342,7 @@ def _inplace(
     return bufs[src]
 
 
-def _match_torch_threads() -> None:
+def match_torch_threads() -> None:
     """Numba's parallel loops use as many threads as torch (the node runs torch on 1 thread by default)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
@@ -365,7 +365,7 @@ def _numba_cpu(
     dxs = np.array([o[1] for o in offsets], np.int64)
     out = np.empty((B, H, W), np.float32)
     tmp = np.empty((B, H, W), np.float32)
-    _match_torch_threads()
+    match_torch_threads()
     _kxk_steps(h0_a, w_a, dys, dxs, n, s_a, g_a, out, tmp)
     return torch.from_numpy(out).reshape(B, 1, H, W)
 

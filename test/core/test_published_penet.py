@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from depth_completion_ros.core import winograd
 from depth_completion_ros.core.errors import ShapeError
 from depth_completion_ros.core.published import penet
 from depth_completion_ros.core.published.base import ARCHITECTURES, load_manifest, state_manifest
@@ -169,7 +170,9 @@ def test_any_size_and_k_required(models, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("options", [{}, {"channels_last": True}, {"mkldnn": False}])
+@pytest.mark.parametrize(
+    "options", [{}, {"channels_last": True}, {"mkldnn": False}, {"winograd_channels": 0}, {"winograd_channels": 1024}]
+)
 def test_prepare_for_inference_keeps_output(name, options):
     arch = ARCHITECTURES[name]
     torch.manual_seed(4)
@@ -187,6 +190,9 @@ def test_prepare_for_inference_keeps_output(name, options):
         penet.prepare_for_inference(model, **options)
         after = model.infer(rgb, sparse, K)
         again = model.infer(rgb, sparse, K)  # prepacked weights reused
+    winograd_layers = [m for m in model.modules() if isinstance(m, penet._ConvBN) and m._winograd]
+    expect_winograd = options.get("mkldnn", True) and options.get("winograd_channels", 512) > 0
+    assert bool(winograd_layers) == (expect_winograd and winograd.available())
     scale = float(before.abs().max())
     assert scale > 0
     assert float((before - after).abs().max()) <= 1e-4 * max(scale, 1.0)

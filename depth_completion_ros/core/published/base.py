@@ -70,6 +70,8 @@ class Architecture:
             to drop that key (e.g. buffers the authors keep but never use).
         manifest: file name, in `core/published/manifests/`, of the committed {our key: shape} of
             `default_config` (facts about the format, checked by the tests).
+        prepare: inference preparation the completer applies to a loaded model on its device (folded batch
+            norms, oneDNN, Winograd: same output up to float32 rounding), in place; None when the net needs none.
     """
 
     name: str
@@ -82,6 +84,7 @@ class Architecture:
     build: Callable[[Any], nn.Module]
     authors_key: Callable[[str], str | None]
     manifest: str
+    prepare: Callable[[nn.Module], nn.Module] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import winograd
 from ..errors import ShapeError, check_shape
 from ..kernel_propagation import normalized_scatter_to_gather, propagate_kxk
 from .base import Architecture, register
@@ -166,6 +167,14 @@ def _mkldnn_ops() -> Any:
         return None
 
 
+def _layout(x: Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        else (torch.contiguous_format)
+    )
+
+
 class _ConvBN(nn.Module):
     """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference.
 
@@ -197,6 +206,7 @@ class _ConvBN(nn.Module):
         self.relu = relu
         self._mkldnn = False
         self._packed: dict[tuple[int, ...], list[Tensor]] = {}
+        self._winograd: list[winograd.WinogradConv3x3] = []  # after `use_winograd` (not a submodule)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run((x,))
@@ -206,14 +216,29 @@ class _ConvBN(nn.Module):
         relu = self.relu if relu is None else relu
         x = parts[0]
         if self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            if self._winograd and x.shape[0] == 1:
+                return self._winograd[0](parts, other, relu)
             return self._run_mkldnn(parts, other, relu)
         y = self.bn(self.conv(torch.cat(parts, 1) if len(parts) > 1 else x))
         if other is not None:
             y += other
         return F.relu(y, inplace=True) if relu else y
 
+    @staticmethod
+    def _merge_narrow(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Inputs of at most 8 channels in all become one, zero-padded to a multiple of 4 channels: oneDNN's
+        convolutions are several times slower per multiply-add on 1- or 2-channel inputs (measured on the stems)."""
+        channels = sum(p.shape[1] for p in parts)
+        if channels > 8 or (len(parts) == 1 and channels % 4 == 0):
+            return parts
+        planes = [p[:, i] for p in parts for i in range(p.shape[1])]  # (B, H, W) each
+        planes += [torch.zeros_like(planes[0])] * (-channels % 4)
+        return (torch.stack(planes, -1).permute(0, 3, 1, 2),)  # NHWC memory
+
     def _run_mkldnn(self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool) -> Tensor:
         ops, conv = _mkldnn_ops(), self.conv
+        if not isinstance(conv, nn.ConvTranspose2d):
+            parts = self._merge_narrow(parts)
         key = tuple(p.shape[1] for p in parts)
         if key not in self._packed:
             self._packed[key] = self._pack(ops, parts)
@@ -247,9 +272,12 @@ class _ConvBN(nn.Module):
             )
             return [w]
         packed, c0 = [], 0
+        weight = conv.weight
+        if sum(x.shape[1] for x in parts) > weight.shape[1]:  # merged narrow input: zero weights for the padding
+            weight = F.pad(weight, (0, 0, 0, 0, 0, parts[0].shape[1] - weight.shape[1]))
         for x in parts:
             c1 = c0 + x.shape[1]
-            w = conv.weight[:, c0:c1].contiguous(memory_format=torch.channels_last)
+            w = weight[:, c0:c1].contiguous(memory_format=torch.channels_last)
             packed.append(ops._reorder_convolution_weight(w, pad, stride, dil, 1, list(x.shape)))
             c0 = c1
         return packed
@@ -271,7 +299,37 @@ class _ConvBN(nn.Module):
         """Switch to the oneDNN path (needs `fuse` first: the fused ops carry the bias, not the norm)."""
         self._mkldnn = isinstance(self.bn, nn.Identity) and _mkldnn_ops() is not None
         self._packed.clear()
+        self._winograd = []
         return self._mkldnn
+
+    @torch.no_grad()
+    def use_winograd(self, max_channels: int) -> bool:
+        """On the oneDNN path, run as Winograd F(4×4, 3×3) (`core.winograd`; batch 1, NHWC): a 3×3 stride-1
+        convolution with at most `max_channels` outputs, or a 5×5 stride-2 transposed one (the decoder's 2×
+        upsampling) with 128 … `max_channels` inputs.  The transformed weights take 4× (transposed: 5.8×) the
+        dense ones' memory.  The full-resolution upsampling (64 inputs) stays direct: there its sub-pixel phases
+        move more data than the multiplications they save (measured equal time)."""
+        conv = self.conv
+        self._winograd = []
+        if not (self._mkldnn and winograd.available() and conv.groups == 1 and conv.dilation == (1, 1)):
+            return False
+        if isinstance(conv, nn.ConvTranspose2d):
+            if (
+                conv.kernel_size == (5, 5)
+                and conv.stride == (2, 2)
+                and conv.padding == (2, 2)
+                and conv.output_padding == (1, 1)
+                and 128 <= conv.in_channels <= max_channels
+            ):
+                self._winograd = [winograd.WinogradConv3x3.from_transposed(conv.weight, conv.bias)]
+        elif (
+            conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.padding == (1, 1)
+            and conv.out_channels <= max_channels
+        ):
+            self._winograd = [winograd.WinogradConv3x3(conv.weight, conv.bias)]
+        return bool(self._winograd)
 
 
 class _GeoBlock(nn.Module):
@@ -326,7 +384,10 @@ class ENet(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, rgb: Tensor, sparse: Tensor, geo: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, rgb: Tensor, sparse: Tensor, geo: list[Tensor], *, features: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """`features=False` (ENet alone): the guidance features are not built (None)."""
         # RGB-dominant branch
         stem = self.rgb_stem.run((rgb, sparse))
         enc = self._encode(self.rgb_encoder, stem, geo, {})
@@ -347,11 +408,13 @@ class ENet(nn.Module):
             x = dec(x)
             dec_out.append(x)
             if skip is not None:
-                x = x + skip  # out of place: dec_out keeps the decoder output
+                x = x + skip if features else x.add_(skip)  # features: dec_out keeps the decoder output
         d_out = self.depth_head(x)
         d_depth, d_conf = d_out[:, 0:1], d_out[:, 1:2]
         w = torch.softmax(torch.cat((rgb_conf, d_conf), 1), dim=1)
         coarse = w[:, 0:1] * rgb_depth + w[:, 1:2] * d_depth
+        if not features:
+            return coarse, None, None
         return coarse, torch.cat((plus[4], dec_out[4]), 1), torch.cat((plus[3], dec_out[3]), 1)
 
 
@@ -472,7 +535,7 @@ class PENetModel(nn.Module):
             geo = [g.contiguous(memory_format=torch.channels_last) for g in geo]
         else:
             sparse_cl = sparse
-        coarse, feat1, feat2 = self.backbone(rgb, sparse_cl, geo)
+        coarse, feat1, feat2 = self.backbone(rgb, sparse_cl, geo, features=self.refine)
         out = self._propagate(coarse.contiguous(), feat1, feat2, sparse) if self.refine else coarse
         return out[:, :, :H, :W].contiguous()
 
@@ -502,7 +565,12 @@ class PENetModel(nn.Module):
 
 
 def prepare_for_inference(
-    model: PENetModel, *, fuse: bool = True, channels_last: bool = False, mkldnn: bool = True
+    model: PENetModel,
+    *,
+    fuse: bool = True,
+    channels_last: bool = False,
+    mkldnn: bool = True,
+    winograd_channels: int = 512,
 ) -> PENetModel:
     """Eval mode, batch norms folded into the convolutions (`fuse`), NHWC activations (`channels_last`) and, on the
     CPU, oneDNN convolutions with prepacked weights and fused addition / ReLU (`mkldnn`, needs `fuse`); in place.
@@ -521,6 +589,7 @@ def prepare_for_inference(
             m._mkldnn = False
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.use_mkldnn()
+                m.use_winograd(winograd_channels)
     for m in model.modules():
         if isinstance(m, _Guidance):
             m._merged = []
@@ -616,6 +685,7 @@ ENET = register(
         build=_build_enet,
         authors_key=_enet_key,
         manifest="enet.json",
+        prepare=prepare_for_inference,
     )
 )
 
@@ -631,5 +701,6 @@ PENET = register(
         build=_build_penet,
         authors_key=_penet_key,
         manifest="penet.json",
+        prepare=prepare_for_inference,
     )
 )

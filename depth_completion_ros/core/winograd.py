@@ -1,0 +1,338 @@
+"""Winograd minimal-filtering convolution F(4×4, 3×3) for CPU float32 inference (Lavin & Gray, CVPR 2016).
+
+A 3×3, stride-1, zero-padding-1 convolution computes each 4×4 output tile from a 6×6 input tile with 36
+multiplications per (input, output) channel pair instead of 144: Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A.  Per tile row block:
+
+1. input transform (numba): V[t, ξ, c] = (Bᵀ d_t B)[ξ] for every tile t and input channel c;
+2. 36 matrix products M[t, ξ, :] = U[ξ] V[t, ξ, :] with U[ξ] = (G g Gᵀ)[ξ] (O × C), run as one oneDNN grouped 1×1
+   convolution (36 groups, prepacked weights) on the NHWC view of V;
+3. output transform (numba): y = Aᵀ M_t A + bias (+ residual), ReLU, written into the NHWC output.
+
+The transforms use the interpolation points 0, ±1, ±2, ∞ (`winograd_matrices`); in float32 the result differs from a
+direct convolution by rounding only (on PENet's ENet at equal weights the final depth moved by 1e-4 m, measured by
+`benchmarks/verify_upstream_penet.py`).  Activations are NHWC (channels_last); the input may come in parts that are
+concatenated along the channels (never materialized).  Built for `published.penet`; any 3×3 stride-1 convolution
+whose input, bias and residual are float32 CPU tensors can use it.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from .kernel_propagation import match_torch_threads
+
+__all__ = ["TILE", "WinogradConv3x3", "available", "winograd_matrices"]
+
+TILE = 4  # output tile side, pixels
+_ALPHA = TILE + 2  # input tile side
+_BLOCK_TILES = 608  # tiles per oneDNN call: V and M of a block stay in the caches (measured best of 152 / 608 / all)
+
+
+def winograd_matrices(points: tuple[Fraction | int, ...] = (0, 1, -1, 2, -2)) -> tuple[np.ndarray, ...]:
+    """(Bᵀ (α×α), G (α×3), Aᵀ (m×α)) of F(m, 3) for the finite interpolation `points` plus ∞, α = len(points) + 1.
+
+    Correlation y_j = Σ_k g_k d_{j+k} is the transpose of polynomial multiplication, so with the evaluation matrices
+    V (α×α), V_g (α×3), V_z (α×m) at the points: Aᵀ = V_zᵀ, G = V_g, Bᵀ = V⁻ᵀ (rows rescaled to max |entry| 1, the
+    scale moved into G).  Exact rational arithmetic, returned as float64.
+    """
+    pts = [Fraction(p) for p in points]
+    a, m = len(pts) + 1, len(pts) + 1 - 2
+
+    def row(p: Fraction, n: int) -> list[Fraction]:
+        return [p**k for k in range(n)]
+
+    inf = [[Fraction(int(k == n - 1)) for k in range(n)] for n in (a, 3, m)]
+    V = [row(p, a) for p in pts] + [inf[0]]
+    Vg = [row(p, 3) for p in pts] + [inf[1]]
+    Vz = [row(p, m) for p in pts] + [inf[2]]
+    inv = _inverse(V)
+    bt = [[inv[j][i] for j in range(a)] for i in range(a)]  # V⁻ᵀ
+    scale = [max(abs(v) for v in r) for r in bt]
+    bt = [[v / s for v in r] for r, s in zip(bt, scale, strict=True)]
+    g = [[v * s for v in r] for r, s in zip(Vg, scale, strict=True)]
+    at = [[Vz[i][j] for i in range(a)] for j in range(m)]
+    return tuple(np.array([[float(v) for v in r] for r in mat]) for mat in (bt, g, at))
+
+
+def _inverse(mat: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Gauss-Jordan inverse in exact arithmetic."""
+    n = len(mat)
+    aug = [list(r) + [Fraction(int(i == j)) for j in range(n)] for i, r in enumerate(mat)]
+    for col in range(n):
+        piv = next(r for r in range(col, n) if aug[r][col] != 0)
+        aug[col], aug[piv] = aug[piv], aug[col]
+        p = aug[col][col]
+        aug[col] = [v / p for v in aug[col]]
+        for r in range(n):
+            if r != col and aug[r][col] != 0:
+                f = aug[r][col]
+                aug[r] = [v - f * w for v, w in zip(aug[r], aug[col], strict=True)]
+    return [r[n:] for r in aug]
+
+
+_G = winograd_matrices()[1]
+# float32 constants of the specialized transforms (numba keeps float32 arithmetic with them)
+_F02, _F025, _F05, _F08 = np.float32(0.2), np.float32(0.25), np.float32(0.5), np.float32(0.8)
+_F0, _F2, _F4, _F8 = np.float32(0.0), np.float32(2.0), np.float32(4.0), np.float32(8.0)
+
+
+def available() -> bool:
+    """True where the oneDNN grouped convolution used for the products exists (torch CPU builds with mkldnn)."""
+    try:
+        ops = torch.ops.mkldnn
+        return torch.backends.mkldnn.is_available() and all(
+            hasattr(ops, n) for n in ("_convolution_pointwise", "_reorder_convolution_weight")
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@numba.njit(inline="always", fastmath=True)
+def _bt(d0: float, d1: float, d2: float, d3: float, d4: float, d5: float) -> tuple:
+    """Bᵀ d for one column of 6 values (the rows of `winograd_matrices()[0]`, checked by the tests)."""
+    return (
+        _F08 * d0 - d2 + _F02 * d4,
+        d1 + d2 - _F025 * (d3 + d4),
+        d2 - d1 + _F025 * (d3 - d4),
+        d3 - d1 + _F05 * (d4 - d2),
+        d1 - d3 - _F05 * (d2 - d4),
+        _F08 * d1 - d3 + _F02 * d5,
+    )
+
+
+@numba.njit(inline="always", fastmath=True)
+def _at(m0: float, m1: float, m2: float, m3: float, m4: float, m5: float) -> tuple:
+    """Aᵀ m for one column of 6 values (the rows of `winograd_matrices()[2]`, checked by the tests)."""
+    a, b, c, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return (m0 + a + c, b + _F2 * d, a + _F4 * c, b + _F8 * d + m5)
+
+
+@numba.njit(inline="always", fastmath=True)
+def _transform_tile(src: np.ndarray, y0: int, x0: int, C: int, v: np.ndarray, t: int, c0: int) -> None:
+    """v[t, 6i + q, c0 + c] = (Bᵀ d B)[i, q] for the 6×6 tile of src (…, …, C) at (y0, x0), all channels c."""
+    for c in range(C):  # innermost over channels: vectorized, all temporaries in registers
+        k0 = _bt(src[y0, x0, c], src[y0 + 1, x0, c], src[y0 + 2, x0, c], src[y0 + 3, x0, c], src[y0 + 4, x0, c],
+                 src[y0 + 5, x0, c])  # fmt: skip
+        k1 = _bt(src[y0, x0 + 1, c], src[y0 + 1, x0 + 1, c], src[y0 + 2, x0 + 1, c], src[y0 + 3, x0 + 1, c],
+                 src[y0 + 4, x0 + 1, c], src[y0 + 5, x0 + 1, c])  # fmt: skip
+        k2 = _bt(src[y0, x0 + 2, c], src[y0 + 1, x0 + 2, c], src[y0 + 2, x0 + 2, c], src[y0 + 3, x0 + 2, c],
+                 src[y0 + 4, x0 + 2, c], src[y0 + 5, x0 + 2, c])  # fmt: skip
+        k3 = _bt(src[y0, x0 + 3, c], src[y0 + 1, x0 + 3, c], src[y0 + 2, x0 + 3, c], src[y0 + 3, x0 + 3, c],
+                 src[y0 + 4, x0 + 3, c], src[y0 + 5, x0 + 3, c])  # fmt: skip
+        k4 = _bt(src[y0, x0 + 4, c], src[y0 + 1, x0 + 4, c], src[y0 + 2, x0 + 4, c], src[y0 + 3, x0 + 4, c],
+                 src[y0 + 4, x0 + 4, c], src[y0 + 5, x0 + 4, c])  # fmt: skip
+        k5 = _bt(src[y0, x0 + 5, c], src[y0 + 1, x0 + 5, c], src[y0 + 2, x0 + 5, c], src[y0 + 3, x0 + 5, c],
+                 src[y0 + 4, x0 + 5, c], src[y0 + 5, x0 + 5, c])  # fmt: skip
+        for i in range(6):
+            row = _bt(k0[i], k1[i], k2[i], k3[i], k4[i], k5[i])
+            for q in range(6):
+                v[t, 6 * i + q, c0 + c] = row[q]
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _input_transform(x: np.ndarray, c0: int, ty0: int, nty: int, v: np.ndarray) -> None:
+    """v[t, ξ, c0:c0+C] = Bᵀ d B of the tiles of rows ty0 … ty0+nty−1 of x (H, W, C), zero padding 1."""
+    H, W, C = x.shape
+    tw = (W + 3) // 4
+    for j in numba.prange(nty):
+        pad = np.zeros((6, 6, C), np.float32)
+        y0 = 4 * (ty0 + j) - 1
+        for tx in range(tw):
+            x0 = 4 * tx - 1
+            t = j * tw + tx
+            if y0 >= 0 and x0 >= 0 and y0 + 6 <= H and x0 + 6 <= W:
+                _transform_tile(x, y0, x0, C, v, t, c0)
+                continue
+            for a in range(6):  # a border tile: copy with zero padding
+                for b in range(6):
+                    y, u = y0 + a, x0 + b
+                    if 0 <= y < H and 0 <= u < W:
+                        for c in range(C):
+                            pad[a, b, c] = x[y, u, c]
+                    else:
+                        for c in range(C):
+                            pad[a, b, c] = 0.0
+            _transform_tile(pad, 0, 0, C, v, t, c0)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _output_transform(
+    m: np.ndarray,
+    ty0: int,
+    nty: int,
+    bias: np.ndarray,
+    other: np.ndarray,
+    has_other: bool,
+    relu: bool,
+    phases: bool,
+    out: np.ndarray,
+) -> None:
+    """out[4ty+p, 4tx+q, :] = relu?(Aᵀ M_t A + bias + other) for the tiles of rows ty0 … ty0+nty−1; m (T, 36, O).
+
+    With `phases`, m has 4·O channels, the sub-pixel phases of a 2× upsampled output (`from_transposed`).
+    """
+    H, W, n_out = out.shape
+    if phases:
+        H, W, n_out = H // 2, W // 2, 4 * n_out  # the 3×3 convolution's grid and channels
+    tw = (W + 3) // 4
+    for j in numba.prange(nty):
+        tile = np.empty((4, 4, n_out), np.float32)
+        ty = ty0 + j
+        for tx in range(tw):
+            t = j * tw + tx
+            for o in range(n_out):  # innermost over channels: vectorized, all temporaries in registers
+                k0 = _at(m[t, 0, o], m[t, 6, o], m[t, 12, o], m[t, 18, o], m[t, 24, o], m[t, 30, o])
+                k1 = _at(m[t, 1, o], m[t, 7, o], m[t, 13, o], m[t, 19, o], m[t, 25, o], m[t, 31, o])
+                k2 = _at(m[t, 2, o], m[t, 8, o], m[t, 14, o], m[t, 20, o], m[t, 26, o], m[t, 32, o])
+                k3 = _at(m[t, 3, o], m[t, 9, o], m[t, 15, o], m[t, 21, o], m[t, 27, o], m[t, 33, o])
+                k4 = _at(m[t, 4, o], m[t, 10, o], m[t, 16, o], m[t, 22, o], m[t, 28, o], m[t, 34, o])
+                k5 = _at(m[t, 5, o], m[t, 11, o], m[t, 17, o], m[t, 23, o], m[t, 29, o], m[t, 35, o])
+                for p in range(4):
+                    row = _at(k0[p], k1[p], k2[p], k3[p], k4[p], k5[p])
+                    for q in range(4):
+                        tile[p, q, o] = row[q]
+            if phases:  # channel block φ = 2a + b of the tile is output pixel (2y + a, 2u + b)
+                _write_phases(tile, ty, tx, H, W, bias, other, has_other, relu, out)
+                continue
+            for p in range(min(4, H - 4 * ty)):
+                y = 4 * ty + p
+                for q in range(min(4, W - 4 * tx)):
+                    u = 4 * tx + q
+                    for o in range(n_out):
+                        val = tile[p, q, o] + bias[o]
+                        if has_other:
+                            val += other[y, u, o]
+                        out[y, u, o] = max(val, _F0) if relu else val
+
+
+@numba.njit(inline="always", fastmath=True)
+def _write_phases(
+    tile: np.ndarray,
+    ty: int,
+    tx: int,
+    h: int,
+    w: int,
+    bias: np.ndarray,
+    other: np.ndarray,
+    has_other: bool,
+    relu: bool,
+    out: np.ndarray,
+) -> None:
+    n_out = out.shape[2]
+    for p in range(min(4, h - 4 * ty)):
+        y = 4 * ty + p
+        for q in range(min(4, w - 4 * tx)):
+            u = 4 * tx + q
+            for phase in range(4):
+                yy, uu = 2 * y + phase // 2, 2 * u + phase % 2
+                for o in range(n_out):
+                    val = tile[p, q, phase * n_out + o] + bias[o]
+                    if has_other:
+                        val += other[yy, uu, o]
+                    out[yy, uu, o] = max(val, _F0) if relu else val
+
+
+# rows of a 5×5 transposed-convolution kernel (stride 2, padding 2) feeding output phase a from input offset dy:
+# out[2i + a] = Σ_dy in[i + dy] · w[_PHASE_TAP[a][dy + 1]]  (−1: no tap)
+_PHASE_TAP = ((4, 2, 0), (-1, 3, 1))
+
+
+def _phase_weights(weight: Tensor) -> Tensor:
+    """(C, O, 5, 5) transposed-convolution weight (stride 2, padding 2, output padding 1) -> the (4·O, C, 3, 3)
+    weight of the equivalent 3×3 convolution on the input grid whose channel block φ = 2a + b is output phase
+    (row 2i + a, column 2j + b)."""
+    n_in, n_out = weight.shape[:2]
+    out = weight.new_zeros(4, n_out, n_in, 3, 3)
+    for a in range(2):
+        for b in range(2):
+            for ky, kr in enumerate(_PHASE_TAP[a]):
+                for kx, kc in enumerate(_PHASE_TAP[b]):
+                    if kr >= 0 and kc >= 0:
+                        out[2 * a + b, :, :, ky, kx] = weight[:, :, kr, kc].T
+    return out.reshape(4 * n_out, n_in, 3, 3)
+
+
+class WinogradConv3x3:
+    """A 3×3, stride-1, padding-1 convolution with bias as F(4×4, 3×3) Winograd (module docstring); inference only.
+
+    `from_transposed` builds the 5×5, stride-2 transposed convolution (2× upsampling) as its four sub-pixel phases.
+
+    Args:
+        weight: (O, C, 3, 3) float32, the (batch-norm folded) convolution weight.
+        bias: (O,) float32 or None.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, *, _phases: bool = False) -> None:
+        if _phases:
+            n_in, n_out = weight.shape[:2]
+        else:
+            if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+                raise ValueError(f"weight: expected (O, C, 3, 3), got {tuple(weight.shape)}")
+            n_out, n_in = weight.shape[:2]
+        self.phases = _phases
+        self.in_channels, self.out_channels = n_in, n_out
+        n = self.out_channels
+        self._bias = (torch.zeros(n) if bias is None else bias.detach().float().cpu()).contiguous().numpy()
+        if self._bias.shape != (n,):
+            raise ValueError(f"bias: expected ({n},), got {self._bias.shape}")
+        self._weight = weight.detach()  # the dense weight (not a copy): transformed again for a new block size
+        self._packed: dict[int, Tensor] = {}
+
+    @classmethod
+    def from_transposed(cls, weight: Tensor, bias: Tensor | None) -> WinogradConv3x3:
+        """The transposed convolution (C, O, 5, 5), stride 2, padding 2, output padding 1: output (2H, 2W)."""
+        if weight.dim() != 4 or tuple(weight.shape[2:]) != (5, 5):
+            raise ValueError(f"weight: expected (C, O, 5, 5), got {tuple(weight.shape)}")
+        return cls(weight, bias, _phases=True)
+
+    def _weights(self, block: int) -> Tensor:
+        """U = G g Gᵀ as the oneDNN-packed weight of the grouped convolution over `block` tiles (one per size)."""
+        if block not in self._packed:
+            g = torch.from_numpy(_G)
+            w = _phase_weights(self._weight.double().cpu()) if self.phases else self._weight.double().cpu()
+            u = torch.einsum("ik,ockl,jl->ijoc", g, w, g)  # (6, 6, O, C)
+            u = u.reshape(-1, self.in_channels, 1, 1).float().contiguous(memory_format=torch.channels_last)
+            shape = [1, 36 * self.in_channels, 1, block]
+            self._packed[block] = torch.ops.mkldnn._reorder_convolution_weight(u, [0, 0], [1, 1], [1, 1], 36, shape)
+        return self._packed[block]
+
+    @torch.no_grad()
+    def __call__(self, parts: tuple[Tensor, ...], other: Tensor | None = None, relu: bool = False) -> Tensor:
+        """relu?(conv(cat(parts, 1)) + bias + other) for (1, Ci, H, W) float32 CPU parts; NHWC (channels_last) out,
+        (1, O, H, W), or (1, O, 2H, 2W) from `from_transposed`."""
+        H, W = parts[0].shape[2:]
+        if sum(p.shape[1] for p in parts) != self.in_channels or any(p.shape[0] != 1 for p in parts):
+            raise ValueError(f"parts: expected batch 1 and {self.in_channels} channels in all")
+        n_out, n_in = self.out_channels, self.in_channels
+        th, tw = -(-H // TILE), -(-W // TILE)
+        rows = max(1, min(th, _BLOCK_TILES // tw))
+        block = rows * tw
+        w = self._weights(block)
+        nhwc = [p[0].permute(1, 2, 0).contiguous().numpy() for p in parts]  # (H, W, Ci) views when channels_last
+        scale = 2 if self.phases else 1
+        out = torch.empty(1, n_out, scale * H, scale * W, memory_format=torch.channels_last)
+        out_np = out[0].permute(1, 2, 0).numpy()
+        if other is not None:
+            other_np = other[0].permute(1, 2, 0).contiguous().numpy()
+        else:
+            other_np = np.zeros((1, 1, 1), np.float32)
+        v = torch.empty(1, 1, block, 36 * n_in).permute(0, 3, 1, 2)  # logical (1, 36C, 1, block), NHWC memory
+        v_np = v[0, :, 0].permute(1, 0).numpy().reshape(block, 36, n_in)
+        ops = torch.ops.mkldnn
+        match_torch_threads()
+        for ty0 in range(0, th, rows):
+            n = min(rows, th - ty0)
+            c0 = 0
+            for x in nhwc:
+                _input_transform(x, c0, ty0, n, v_np)
+                c0 += x.shape[2]
+            m = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], 36, "none", [], "")
+            m = m.contiguous(memory_format=torch.channels_last)
+            m_np = m[0, :, 0].permute(1, 0).numpy().reshape(block, 36, scale * scale * n_out)
+            _output_transform(m_np, ty0, n, self._bias, other_np, other is not None, relu, self.phases, out_np)
+        return out
