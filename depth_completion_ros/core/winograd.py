@@ -28,8 +28,7 @@ from .kernel_propagation import match_torch_threads
 
 __all__ = ["TILE", "WinogradConv3x3", "available", "winograd_matrices"]
 
-TILE = 4  # output tile side, pixels
-_ALPHA = TILE + 2  # input tile side
+TILE = 4  # default output tile side, pixels
 _BLOCK_TILES = 608  # tiles per oneDNN call: V and M of a block stay in the caches (measured best of 152 / 608 / all)
 
 
@@ -75,10 +74,12 @@ def _inverse(mat: list[list[Fraction]]) -> list[list[Fraction]]:
     return [r[n:] for r in aug]
 
 
-_G = winograd_matrices()[1]
-# float32 constants of the specialized transforms (numba keeps float32 arithmetic with them)
-_F02, _F025, _F05, _F08 = np.float32(0.2), np.float32(0.25), np.float32(0.5), np.float32(0.8)
-_F0, _F2, _F4, _F8 = np.float32(0.0), np.float32(2.0), np.float32(4.0), np.float32(8.0)
+def _float32_matrices(points: tuple[int, ...]) -> dict[str, np.ndarray]:
+    bt, g, at = winograd_matrices(points)
+    return {"bt": bt.astype(np.float32), "g": g, "at": at.astype(np.float32)}
+
+
+_MATRICES = {4: _float32_matrices((0, 1, -1, 2, -2)), 2: _float32_matrices((0, 1, -1))}  # by output tile side
 
 
 def available() -> bool:
@@ -92,17 +93,62 @@ def available() -> bool:
         return False
 
 
+# float32 constants of the specialized output transforms (numba keeps float32 arithmetic with them)
+_F0, _F2, _F4, _F8 = np.float32(0.0), np.float32(2.0), np.float32(4.0), np.float32(8.0)
+
+# The input transform is memory-bound: each of its loops runs once over a contiguous channel vector, reading the
+# α rows it combines (α = 6 or 4, unrolled) and writing one, so that LLVM vectorizes it.  The output transforms
+# keep per-channel scalar formulas (measured faster than vector loops over their short rows).
+
+
 @numba.njit(inline="always", fastmath=True)
-def _bt(d0: float, d1: float, d2: float, d3: float, d4: float, d5: float) -> tuple:
-    """Bᵀ d for one column of 6 values (the rows of `winograd_matrices()[0]`, checked by the tests)."""
-    return (
-        _F08 * d0 - d2 + _F02 * d4,
-        d1 + d2 - _F025 * (d3 + d4),
-        d2 - d1 + _F025 * (d3 - d4),
-        d3 - d1 + _F05 * (d4 - d2),
-        d1 - d3 - _F05 * (d2 - d4),
-        _F08 * d1 - d3 + _F02 * d5,
-    )
+def _combine(out: np.ndarray, src: np.ndarray, k: np.ndarray) -> None:
+    """out = Σ_a k[a] · src[a] over the α rows of src (channel vectors)."""
+    n = out.shape[0]
+    if src.shape[0] == 6:
+        k0, k1, k2, k3, k4, k5 = k[0], k[1], k[2], k[3], k[4], k[5]
+        s0, s1, s2, s3, s4, s5 = src[0], src[1], src[2], src[3], src[4], src[5]
+        for c in range(n):
+            out[c] = k0 * s0[c] + k1 * s1[c] + k2 * s2[c] + k3 * s3[c] + k4 * s4[c] + k5 * s5[c]
+    else:
+        k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+        s0, s1, s2, s3 = src[0], src[1], src[2], src[3]
+        for c in range(n):
+            out[c] = k0 * s0[c] + k1 * s1[c] + k2 * s2[c] + k3 * s3[c]
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _input_transform(
+    x: np.ndarray, c0: int, ty0: int, nty: int, bt: np.ndarray, work: np.ndarray, v: np.ndarray
+) -> None:
+    """v[t, α·i + q, c0:c0+C] = (Bᵀ d_t B)[i, q] for the α×α tiles (stride m = α − 2, zero padding 1) of tile rows
+    ty0 … ty0+nty−1 of x (H, W, C); t counts the tiles of those rows.  work: (≥ nty, 2, α, m·tw + 2, C) scratch."""
+    H, W, C = x.shape
+    alpha = bt.shape[0]
+    m = alpha - 2
+    tw = (W + m - 1) // m
+    wp = m * tw + 2  # padded row: column u of x is column u + 1
+    for j in numba.prange(nty):
+        rows = work[j, 0]  # the tile row's α input rows, zero padded
+        r = work[j, 1]  # Bᵀ applied down the columns
+        y0 = m * (ty0 + j) - 1
+        for a in range(alpha):
+            y = y0 + a
+            if 0 <= y < H:
+                rows[a, 0] = 0.0
+                rows[a, 1 : W + 1] = x[y]
+                rows[a, W + 1 :] = 0.0
+            else:
+                rows[a] = 0.0
+        flat = rows.reshape(alpha, wp * C)
+        for i in range(alpha):
+            _combine(r[i].reshape(wp * C), flat, bt[i])
+        for tx in range(tw):
+            t = j * tw + tx
+            for i in range(alpha):
+                patch = r[i, m * tx : m * tx + alpha]  # (α, C)
+                for q in range(alpha):
+                    _combine(v[t, alpha * i + q, c0 : c0 + C], patch, bt[q])
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -112,56 +158,8 @@ def _at(m0: float, m1: float, m2: float, m3: float, m4: float, m5: float) -> tup
     return (m0 + a + c, b + _F2 * d, a + _F4 * c, b + _F8 * d + m5)
 
 
-@numba.njit(inline="always", fastmath=True)
-def _transform_tile(src: np.ndarray, y0: int, x0: int, C: int, v: np.ndarray, t: int, c0: int) -> None:
-    """v[t, 6i + q, c0 + c] = (Bᵀ d B)[i, q] for the 6×6 tile of src (…, …, C) at (y0, x0), all channels c."""
-    for c in range(C):  # innermost over channels: vectorized, all temporaries in registers
-        k0 = _bt(src[y0, x0, c], src[y0 + 1, x0, c], src[y0 + 2, x0, c], src[y0 + 3, x0, c], src[y0 + 4, x0, c],
-                 src[y0 + 5, x0, c])  # fmt: skip
-        k1 = _bt(src[y0, x0 + 1, c], src[y0 + 1, x0 + 1, c], src[y0 + 2, x0 + 1, c], src[y0 + 3, x0 + 1, c],
-                 src[y0 + 4, x0 + 1, c], src[y0 + 5, x0 + 1, c])  # fmt: skip
-        k2 = _bt(src[y0, x0 + 2, c], src[y0 + 1, x0 + 2, c], src[y0 + 2, x0 + 2, c], src[y0 + 3, x0 + 2, c],
-                 src[y0 + 4, x0 + 2, c], src[y0 + 5, x0 + 2, c])  # fmt: skip
-        k3 = _bt(src[y0, x0 + 3, c], src[y0 + 1, x0 + 3, c], src[y0 + 2, x0 + 3, c], src[y0 + 3, x0 + 3, c],
-                 src[y0 + 4, x0 + 3, c], src[y0 + 5, x0 + 3, c])  # fmt: skip
-        k4 = _bt(src[y0, x0 + 4, c], src[y0 + 1, x0 + 4, c], src[y0 + 2, x0 + 4, c], src[y0 + 3, x0 + 4, c],
-                 src[y0 + 4, x0 + 4, c], src[y0 + 5, x0 + 4, c])  # fmt: skip
-        k5 = _bt(src[y0, x0 + 5, c], src[y0 + 1, x0 + 5, c], src[y0 + 2, x0 + 5, c], src[y0 + 3, x0 + 5, c],
-                 src[y0 + 4, x0 + 5, c], src[y0 + 5, x0 + 5, c])  # fmt: skip
-        for i in range(6):
-            row = _bt(k0[i], k1[i], k2[i], k3[i], k4[i], k5[i])
-            for q in range(6):
-                v[t, 6 * i + q, c0 + c] = row[q]
-
-
 @numba.njit(cache=True, parallel=True, fastmath=True)
-def _input_transform(x: np.ndarray, c0: int, ty0: int, nty: int, v: np.ndarray) -> None:
-    """v[t, ξ, c0:c0+C] = Bᵀ d B of the tiles of rows ty0 … ty0+nty−1 of x (H, W, C), zero padding 1."""
-    H, W, C = x.shape
-    tw = (W + 3) // 4
-    for j in numba.prange(nty):
-        pad = np.zeros((6, 6, C), np.float32)
-        y0 = 4 * (ty0 + j) - 1
-        for tx in range(tw):
-            x0 = 4 * tx - 1
-            t = j * tw + tx
-            if y0 >= 0 and x0 >= 0 and y0 + 6 <= H and x0 + 6 <= W:
-                _transform_tile(x, y0, x0, C, v, t, c0)
-                continue
-            for a in range(6):  # a border tile: copy with zero padding
-                for b in range(6):
-                    y, u = y0 + a, x0 + b
-                    if 0 <= y < H and 0 <= u < W:
-                        for c in range(C):
-                            pad[a, b, c] = x[y, u, c]
-                    else:
-                        for c in range(C):
-                            pad[a, b, c] = 0.0
-            _transform_tile(pad, 0, 0, C, v, t, c0)
-
-
-@numba.njit(cache=True, parallel=True, fastmath=True)
-def _output_transform(
+def _output_transform4(
     m: np.ndarray,
     ty0: int,
     nty: int,
@@ -172,7 +170,7 @@ def _output_transform(
     phases: bool,
     out: np.ndarray,
 ) -> None:
-    """out[4ty+p, 4tx+q, :] = relu?(Aᵀ M_t A + bias + other) for the tiles of rows ty0 … ty0+nty−1; m (T, 36, O).
+    """F(4×4, 3×3): out[4ty+p, 4tx+q, :] = relu?(Aᵀ M_t A + bias + other), tile rows ty0 … ty0+nty−1; m (T, 36, O).
 
     With `phases`, m has 4·O channels, the sub-pixel phases of a 2× upsampled output (`from_transposed`).
     """
@@ -237,6 +235,45 @@ def _write_phases(
                     out[yy, uu, o] = max(val, _F0) if relu else val
 
 
+@numba.njit(inline="always", fastmath=True)
+def _at2(m0: float, m1: float, m2: float, m3: float) -> tuple:
+    """F(2, 3): Aᵀ m for one column of 4 values (rows of `winograd_matrices((0, 1, -1))[2]`, checked by the tests)."""
+    return (m0 + m1 + m2, m1 - m2 + m3)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _output_transform2(
+    m: np.ndarray, ty0: int, nty: int, bias: np.ndarray, other: np.ndarray, has_other: bool, relu: bool,
+    out: np.ndarray,
+) -> None:  # fmt: skip
+    """F(2×2, 3×3): out[2ty+p, 2tx+q, :] = relu?(Aᵀ M_t A + bias + other), tile rows ty0 … ty0+nty−1; m (T, 16, O)."""
+    H, W, n_out = out.shape
+    tw = (W + 1) // 2
+    for j in numba.prange(nty):
+        tile = np.empty((2, 2, n_out), np.float32)
+        ty = ty0 + j
+        for tx in range(tw):
+            t = j * tw + tx
+            for o in range(n_out):
+                k0 = _at2(m[t, 0, o], m[t, 4, o], m[t, 8, o], m[t, 12, o])
+                k1 = _at2(m[t, 1, o], m[t, 5, o], m[t, 9, o], m[t, 13, o])
+                k2 = _at2(m[t, 2, o], m[t, 6, o], m[t, 10, o], m[t, 14, o])
+                k3 = _at2(m[t, 3, o], m[t, 7, o], m[t, 11, o], m[t, 15, o])
+                for p in range(2):
+                    row = _at2(k0[p], k1[p], k2[p], k3[p])
+                    tile[p, 0, o] = row[0]
+                    tile[p, 1, o] = row[1]
+            for p in range(min(2, H - 2 * ty)):
+                y = 2 * ty + p
+                for q in range(min(2, W - 2 * tx)):
+                    u = 2 * tx + q
+                    for o in range(n_out):
+                        val = tile[p, q, o] + bias[o]
+                        if has_other:
+                            val += other[y, u, o]
+                        out[y, u, o] = max(val, _F0) if relu else val
+
+
 # rows of a 5×5 transposed-convolution kernel (stride 2, padding 2) feeding output phase a from input offset dy:
 # out[2i + a] = Σ_dy in[i + dy] · w[_PHASE_TAP[a][dy + 1]]  (−1: no tap)
 _PHASE_TAP = ((4, 2, 0), (-1, 3, 1))
@@ -258,30 +295,36 @@ def _phase_weights(weight: Tensor) -> Tensor:
 
 
 class WinogradConv3x3:
-    """A 3×3, stride-1, padding-1 convolution with bias as F(4×4, 3×3) Winograd (module docstring); inference only.
+    """A 3×3, stride-1, padding-1 convolution with bias as Winograd F(m×m, 3×3) (module docstring); inference only.
 
-    `from_transposed` builds the 5×5, stride-2 transposed convolution (2× upsampling) as its four sub-pixel phases.
+    `from_transposed` builds the 5×5, stride-2 transposed convolution (2× upsampling) as its four sub-pixel phases
+    (F(4×4, 3×3) only).
 
     Args:
         weight: (O, C, 3, 3) float32, the (batch-norm folded) convolution weight.
         bias: (O,) float32 or None.
+        tile: output tile side m: 4 (36 products per 16 outputs, the default) or 2 (16 per 4: 2.25× fewer
+            multiplications than direct instead of 4×, and 16/36 of the transformed weights' memory, for wide
+            layers on small images where reading those weights dominates).
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, *, _phases: bool = False) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, *, tile: int = TILE, _phases: bool = False) -> None:
+        if tile not in (2, 4) or (_phases and tile != 4):
+            raise ValueError(f"tile: expected 4 or 2 (not for the transposed convolution), got {tile!r}")
         if _phases:
             n_in, n_out = weight.shape[:2]
         else:
             if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
                 raise ValueError(f"weight: expected (O, C, 3, 3), got {tuple(weight.shape)}")
             n_out, n_in = weight.shape[:2]
-        self.phases = _phases
+        self.tile, self.phases = tile, _phases
         self.in_channels, self.out_channels = n_in, n_out
-        n = self.out_channels
-        self._bias = (torch.zeros(n) if bias is None else bias.detach().float().cpu()).contiguous().numpy()
-        if self._bias.shape != (n,):
-            raise ValueError(f"bias: expected ({n},), got {self._bias.shape}")
+        self._bias = (torch.zeros(n_out) if bias is None else bias.detach().float().cpu()).contiguous().numpy()
+        if self._bias.shape != (n_out,):
+            raise ValueError(f"bias: expected ({n_out},), got {self._bias.shape}")
         self._weight = weight.detach()  # the dense weight (not a copy): transformed again for a new block size
         self._packed: dict[int, Tensor] = {}
+        self._scratch: dict[tuple[int, ...], np.ndarray] = {}  # reused: fresh pages cost more than the transforms
 
     @classmethod
     def from_transposed(cls, weight: Tensor, bias: Tensor | None) -> WinogradConv3x3:
@@ -290,16 +333,28 @@ class WinogradConv3x3:
             raise ValueError(f"weight: expected (C, O, 5, 5), got {tuple(weight.shape)}")
         return cls(weight, bias, _phases=True)
 
+    @property
+    def _points(self) -> int:
+        return (self.tile + 2) ** 2  # transformed points per tile: 36 or 16
+
     def _weights(self, block: int) -> Tensor:
         """U = G g Gᵀ as the oneDNN-packed weight of the grouped convolution over `block` tiles (one per size)."""
         if block not in self._packed:
-            g = torch.from_numpy(_G)
+            g = torch.from_numpy(_MATRICES[self.tile]["g"])
             w = _phase_weights(self._weight.double().cpu()) if self.phases else self._weight.double().cpu()
-            u = torch.einsum("ik,ockl,jl->ijoc", g, w, g)  # (6, 6, O, C)
+            u = torch.einsum("ik,ockl,jl->ijoc", g, w, g)  # (α, α, O, C)
             u = u.reshape(-1, self.in_channels, 1, 1).float().contiguous(memory_format=torch.channels_last)
-            shape = [1, 36 * self.in_channels, 1, block]
-            self._packed[block] = torch.ops.mkldnn._reorder_convolution_weight(u, [0, 0], [1, 1], [1, 1], 36, shape)
+            n = self._points
+            shape = [1, n * self.in_channels, 1, block]
+            self._packed[block] = torch.ops.mkldnn._reorder_convolution_weight(u, [0, 0], [1, 1], [1, 1], n, shape)
         return self._packed[block]
+
+    def _work(self, rows: int, width: int, channels: int) -> np.ndarray:
+        key = (rows, width, channels)
+        if key not in self._scratch:
+            n = self.tile + 2
+            self._scratch[key] = np.empty((rows, 2, n, width, channels), np.float32)
+        return self._scratch[key]
 
     @torch.no_grad()
     def __call__(self, parts: tuple[Tensor, ...], other: Tensor | None = None, relu: bool = False) -> Tensor:
@@ -308,8 +363,8 @@ class WinogradConv3x3:
         H, W = parts[0].shape[2:]
         if sum(p.shape[1] for p in parts) != self.in_channels or any(p.shape[0] != 1 for p in parts):
             raise ValueError(f"parts: expected batch 1 and {self.in_channels} channels in all")
-        n_out, n_in = self.out_channels, self.in_channels
-        th, tw = -(-H // TILE), -(-W // TILE)
+        n_out, n_in, m, n = self.out_channels, self.in_channels, self.tile, self._points
+        th, tw = -(-H // m), -(-W // m)
         rows = max(1, min(th, _BLOCK_TILES // tw))
         block = rows * tw
         w = self._weights(block)
@@ -321,18 +376,21 @@ class WinogradConv3x3:
             other_np = other[0].permute(1, 2, 0).contiguous().numpy()
         else:
             other_np = np.zeros((1, 1, 1), np.float32)
-        v = torch.empty(1, 1, block, 36 * n_in).permute(0, 3, 1, 2)  # logical (1, 36C, 1, block), NHWC memory
-        v_np = v[0, :, 0].permute(1, 0).numpy().reshape(block, 36, n_in)
-        ops = torch.ops.mkldnn
+        v = torch.empty(1, 1, block, n * n_in).permute(0, 3, 1, 2)  # logical (1, αα·C, 1, block), NHWC memory
+        v_np = v[0, :, 0].permute(1, 0).numpy().reshape(block, n, n_in)
+        ops, mats = torch.ops.mkldnn, _MATRICES[m]
         match_torch_threads()
         for ty0 in range(0, th, rows):
-            n = min(rows, th - ty0)
+            k = min(rows, th - ty0)
             c0 = 0
             for x in nhwc:
-                _input_transform(x, c0, ty0, n, v_np)
+                _input_transform(x, c0, ty0, k, mats["bt"], self._work(rows, m * tw + 2, x.shape[2]), v_np)
                 c0 += x.shape[2]
-            m = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], 36, "none", [], "")
-            m = m.contiguous(memory_format=torch.channels_last)
-            m_np = m[0, :, 0].permute(1, 0).numpy().reshape(block, 36, scale * scale * n_out)
-            _output_transform(m_np, ty0, n, self._bias, other_np, other is not None, relu, self.phases, out_np)
+            prod = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], n, "none", [], "")
+            prod = prod.contiguous(memory_format=torch.channels_last)
+            m_np = prod[0, :, 0].permute(1, 0).numpy().reshape(block, n, scale * scale * n_out)
+            if m == 4:
+                _output_transform4(m_np, ty0, k, self._bias, other_np, other is not None, relu, self.phases, out_np)
+            else:
+                _output_transform2(m_np, ty0, k, self._bias, other_np, other is not None, relu, out_np)
         return out

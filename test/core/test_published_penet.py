@@ -171,7 +171,7 @@ def test_any_size_and_k_required(models, name):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize(
-    "options", [{}, {"channels_last": True}, {"mkldnn": False}, {"winograd_channels": 0}, {"winograd_channels": 1024}]
+    "options", [{}, {"channels_last": True}, {"mkldnn": False}, {"winograd_channels": 0}, {"winograd_channels": 512}]
 )
 def test_prepare_for_inference_keeps_output(name, options):
     arch = ARCHITECTURES[name]
@@ -191,7 +191,7 @@ def test_prepare_for_inference_keeps_output(name, options):
         after = model.infer(rgb, sparse, K)
         again = model.infer(rgb, sparse, K)  # prepacked weights reused
     winograd_layers = [m for m in model.modules() if isinstance(m, penet._ConvBN) and m._winograd]
-    expect_winograd = options.get("mkldnn", True) and options.get("winograd_channels", 512) > 0
+    expect_winograd = options.get("mkldnn", True) and options.get("winograd_channels", 1024) > 0
     assert bool(winograd_layers) == (expect_winograd and winograd.available())
     scale = float(before.abs().max())
     assert scale > 0

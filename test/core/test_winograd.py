@@ -13,23 +13,25 @@ from depth_completion_ros.core.winograd import WinogradConv3x3, winograd_matrice
 pytestmark = pytest.mark.skipif(not winograd.available(), reason="torch without oneDNN (mkldnn)")
 
 
-def test_matrices_compute_a_correlation_exactly():
-    bt, g, at = winograd_matrices()
-    assert bt.shape == (6, 6) and g.shape == (6, 3) and at.shape == (4, 6)
+@pytest.mark.parametrize("points", [(0, 1, -1, 2, -2), (0, 1, -1)])
+def test_matrices_compute_a_correlation_exactly(points):
+    bt, g, at = winograd_matrices(points)
+    a, m = len(points) + 1, len(points) - 1
+    assert bt.shape == (a, a) and g.shape == (a, 3) and at.shape == (m, a)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        d, k = rng.normal(size=6), rng.normal(size=3)
-        expected = np.array([d[j : j + 3] @ k for j in range(4)])
+        d, k = rng.normal(size=a), rng.normal(size=3)
+        expected = np.array([d[j : j + 3] @ k for j in range(m)])
         np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_specialized_transforms_match_the_matrices():
-    bt, _, at = winograd_matrices()
+def test_specialized_output_transforms_match_the_matrices():
     rng = np.random.default_rng(1)
-    for _ in range(5):
-        d = rng.normal(size=6).astype(np.float32)
-        np.testing.assert_allclose(np.array(winograd._bt(*d)), bt @ d, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.array(winograd._at(*d)), at @ d, rtol=1e-5, atol=1e-5)
+    for points, fn in (((0, 1, -1, 2, -2), winograd._at), ((0, 1, -1), winograd._at2)):
+        at = winograd_matrices(points)[2]
+        for _ in range(5):
+            d = rng.normal(size=at.shape[1]).astype(np.float32)
+            np.testing.assert_allclose(np.array(fn(*d)), at @ d, rtol=1e-5, atol=1e-5)
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +42,8 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     ("channels", "out", "height", "width"), [((5, 3), 7, 9, 13), ((16,), 8, 4, 4), ((2, 1), 3, 1, 6)]
 )
 @pytest.mark.parametrize("residual", [False, True])
-def test_conv3x3_equals_direct_convolution(channels, out, height, width, residual):
+@pytest.mark.parametrize("tile", [4, 2])
+def test_conv3x3_equals_direct_convolution(channels, out, height, width, residual, tile):
     g = torch.Generator().manual_seed(2)
     parts = tuple(_nhwc(torch.randn(1, c, height, width, generator=g)) for c in channels)
     weight = torch.randn(out, sum(channels), 3, 3, generator=g)
@@ -50,7 +53,7 @@ def test_conv3x3_equals_direct_convolution(channels, out, height, width, residua
     ref = F.conv2d(x, weight.double(), bias.double(), padding=1)
     if residual:
         ref = ref + other.double()
-    conv = WinogradConv3x3(weight, bias)
+    conv = WinogradConv3x3(weight, bias, tile=tile)
     got = conv(parts, other, relu=False)
     assert got.shape == (1, out, height, width)
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-4 * float(ref.abs().max()))
@@ -80,6 +83,8 @@ def test_refuses_wrong_shapes():
         WinogradConv3x3(torch.zeros(4, 3, 5, 5), None)
     with pytest.raises(ValueError, match="weight"):
         WinogradConv3x3.from_transposed(torch.zeros(4, 3, 3, 3), None)
+    with pytest.raises(ValueError, match="tile"):
+        WinogradConv3x3(torch.zeros(4, 3, 3, 3), None, tile=3)
     with pytest.raises(ValueError, match="bias"):
         WinogradConv3x3(torch.zeros(4, 3, 3, 3), torch.zeros(5))
     conv = WinogradConv3x3(torch.zeros(4, 3, 3, 3), None)

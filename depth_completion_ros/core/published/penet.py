@@ -304,11 +304,15 @@ class _ConvBN(nn.Module):
 
     @torch.no_grad()
     def use_winograd(self, max_channels: int) -> bool:
-        """On the oneDNN path, run as Winograd F(4×4, 3×3) (`core.winograd`; batch 1, NHWC): a 3×3 stride-1
-        convolution with at most `max_channels` outputs, or a 5×5 stride-2 transposed one (the decoder's 2×
-        upsampling) with 128 … `max_channels` inputs.  The transformed weights take 4× (transposed: 5.8×) the
-        dense ones' memory.  The full-resolution upsampling (64 inputs) stays direct: there its sub-pixel phases
-        move more data than the multiplications they save (measured equal time)."""
+        """On the oneDNN path, run as Winograd (`core.winograd`; batch 1, NHWC) when it measured faster here:
+
+        * a 3×3 stride-1 convolution with 16 … `max_channels` outputs: F(4×4, 3×3) up to 512 outputs (its
+          transformed weights take 4× the dense ones' memory), F(2×2, 3×3) above (1.8×: at 1/32 resolution both
+          measured equal, F(4×4) reading 2.25× more weights); the 2-channel heads stay direct (Winograd 1.8× slower);
+        * a 5×5 stride-2 transposed convolution (the decoder's 2× upsampling) with 128 … min(512, `max_channels`)
+          inputs, as four sub-pixel phases (5.8× memory).  At 64 inputs (full resolution) the phases move more
+          data than the multiplications save, at 1024 the weights dominate: both stay direct (measured equal).
+        """
         conv = self.conv
         self._winograd = []
         if not (self._mkldnn and winograd.available() and conv.groups == 1 and conv.dilation == (1, 1)):
@@ -319,16 +323,17 @@ class _ConvBN(nn.Module):
                 and conv.stride == (2, 2)
                 and conv.padding == (2, 2)
                 and conv.output_padding == (1, 1)
-                and 128 <= conv.in_channels <= max_channels
+                and 128 <= conv.in_channels <= min(512, max_channels)
             ):
                 self._winograd = [winograd.WinogradConv3x3.from_transposed(conv.weight, conv.bias)]
         elif (
             conv.kernel_size == (3, 3)
             and conv.stride == (1, 1)
             and conv.padding == (1, 1)
-            and conv.out_channels <= max_channels
+            and 16 <= conv.out_channels <= max_channels
         ):
-            self._winograd = [winograd.WinogradConv3x3(conv.weight, conv.bias)]
+            tile = 4 if conv.out_channels <= 512 else 2
+            self._winograd = [winograd.WinogradConv3x3(conv.weight, conv.bias, tile=tile)]
         return bool(self._winograd)
 
 
@@ -570,16 +575,19 @@ def prepare_for_inference(
     fuse: bool = True,
     channels_last: bool = False,
     mkldnn: bool = True,
-    winograd_channels: int = 512,
+    winograd_channels: int = 1024,
 ) -> PENetModel:
     """Eval mode, batch norms folded into the convolutions (`fuse`), NHWC activations (`channels_last`) and, on the
-    CPU, oneDNN convolutions with prepacked weights and fused addition / ReLU (`mkldnn`, needs `fuse`); in place.
+    CPU, oneDNN convolutions with prepacked weights and fused addition / ReLU (`mkldnn`, needs `fuse`), with the
+    3×3 convolutions of at most `winograd_channels` outputs and the decoder's upsampling as Winograd
+    (`_ConvBN.use_winograd`; 0: none); in place.  The completer applies it with the defaults (`Architecture.prepare`).
 
-    Outputs change by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`).  channels_last is
-    off by default: with the oneDNN path it measured slower here (2-core AVX-512 CPU; the propagation needs NCHW
-    planes, so NHWC costs conversions of the 48-channel guidance).  The prepacked
-    weights are made on the first call per input layout and kept beside the dense ones (about the model's size
-    again in memory); call again after moving the model to another device.
+    Outputs change by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`: 3e-4 m).
+    channels_last is off by default: it measured no faster (the Winograd layers read and write NHWC either way;
+    the propagation needs NCHW planes).  The prepacked and Winograd weights are made on the first call per input
+    layout / width and kept beside the dense ones (ENet at 1216×352, process RSS: 1.0 GB as built, 1.9 GB prepared
+    without Winograd, 2.2 GB with `winograd_channels=512`, 2.4 GB with the default); call again after moving the
+    model to another device.
     """
     model.eval()
     for m in model.modules():
