@@ -118,12 +118,12 @@ def _combine(out: np.ndarray, src: np.ndarray, k: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
-def _input_transform(
-    x: np.ndarray, c0: int, ty0: int, nty: int, bt: np.ndarray, work: np.ndarray, v: np.ndarray
-) -> None:
-    """v[t, α·i + q, c0:c0+C] = (Bᵀ d_t B)[i, q] for the α×α tiles (stride m = α − 2, zero padding 1) of tile rows
-    ty0 … ty0+nty−1 of x (H, W, C); t counts the tiles of those rows.  work: (≥ nty, 2, α, m·tw + 2, C) scratch."""
-    H, W, C = x.shape
+def _input_transform(parts: tuple, ty0: int, nty: int, bt: np.ndarray, work: np.ndarray, v: np.ndarray) -> None:
+    """v[t, α·i + q, :] = (Bᵀ d_t B)[i, q] for the α×α tiles (stride m = α − 2, zero padding 1) of tile rows
+    ty0 … ty0+nty−1 of the channel concatenation of `parts` ((H, W, C_k) each; t counts the tiles of those rows).
+    work: (≥ nty, 2, α, m·tw + 2, ΣC_k) scratch."""
+    H, W = parts[0].shape[:2]
+    C = v.shape[2]
     alpha = bt.shape[0]
     m = alpha - 2
     tw = (W + m - 1) // m
@@ -136,7 +136,10 @@ def _input_transform(
             y = y0 + a
             if 0 <= y < H:
                 rows[a, 0] = 0.0
-                rows[a, 1 : W + 1] = x[y]
+                c0 = 0
+                for x in parts:
+                    rows[a, 1 : W + 1, c0 : c0 + x.shape[2]] = x[y]
+                    c0 += x.shape[2]
                 rows[a, W + 1 :] = 0.0
             else:
                 rows[a] = 0.0
@@ -148,7 +151,7 @@ def _input_transform(
             for i in range(alpha):
                 patch = r[i, m * tx : m * tx + alpha]  # (α, C)
                 for q in range(alpha):
-                    _combine(v[t, alpha * i + q, c0 : c0 + C], patch, bt[q])
+                    _combine(v[t, alpha * i + q], patch, bt[q])
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -368,7 +371,7 @@ class WinogradConv3x3:
         rows = max(1, min(th, _BLOCK_TILES // tw))
         block = rows * tw
         w = self._weights(block)
-        nhwc = [p[0].permute(1, 2, 0).contiguous().numpy() for p in parts]  # (H, W, Ci) views when channels_last
+        nhwc = tuple(p[0].permute(1, 2, 0).contiguous().numpy() for p in parts)  # (H, W, Ci) views when channels_last
         scale = 2 if self.phases else 1
         out = torch.empty(1, n_out, scale * H, scale * W, memory_format=torch.channels_last)
         out_np = out[0].permute(1, 2, 0).numpy()
@@ -382,10 +385,7 @@ class WinogradConv3x3:
         match_torch_threads()
         for ty0 in range(0, th, rows):
             k = min(rows, th - ty0)
-            c0 = 0
-            for x in nhwc:
-                _input_transform(x, c0, ty0, k, mats["bt"], self._work(rows, m * tw + 2, x.shape[2]), v_np)
-                c0 += x.shape[2]
+            _input_transform(nhwc, ty0, k, mats["bt"], self._work(rows, m * tw + 2, n_in), v_np)
             prod = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], n, "none", [], "")
             prod = prod.contiguous(memory_format=torch.channels_last)
             m_np = prod[0, :, 0].permute(1, 0).numpy().reshape(block, n, scale * scale * n_out)
