@@ -13,9 +13,9 @@ range), saved in their checkpoint format (dict with model, epoch, args Namespace
 best_result, optimizer state), imported into ours, and both run on the shared KITTI frame cropped as their loader
 does (bottom 352 x 1216 crop; their K from their calibration file, cx - 13 and cy - 11.5; ours gets the true K of
 the crop, cx - 13 and cy - 23, and applies its documented c_y shift).  Prints max |depth difference| in metres
-(and relative) for our model as built and after `prepare_for_inference` (fused conv+BN, oneDNN fused ops), then the
-per-frame CPU time of each (median of `--repeats` rounds in which the implementations take turns), with the load
-average and CPU count.
+(and relative) for our model as built and after `prepare_for_inference` (fused conv+BN, oneDNN fused ops, Winograd:
+what the completer runs), then the per-frame CPU time of each (median of `--repeats` rounds in which the
+implementations take turns), with the load average and CPU count.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(compare(f"{name} (as built)", ref, got, 1.0))
             fast = ours.prepare_for_inference(import_with_cli(name, pth))
             got_fast = fast.infer(rgb, sparse, K_ours)
-            rows.append(compare(f"{name} (prepared: fused conv+BN, oneDNN)", ref, got_fast, 1.0))
+            rows.append(compare(f"{name} (prepared: BN folded, oneDNN, Winograd)", ref, got_fast, 1.0))
             results[name] = {
                 "max_abs_m": float((ref - got).abs().max()),
                 "max_abs_m_prepared": float((ref - got_fast).abs().max()),
