@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .kernel_propagation import match_torch_threads
 
-__all__ = ["TILE", "WinogradConv3x3", "available", "winograd_matrices"]
+__all__ = ["TILE", "WinogradConv3x3", "available", "warm_up", "winograd_matrices"]
 
 TILE = 4  # default output tile side, pixels
 _BLOCK_TILES = 608  # tiles per oneDNN call: V and M of a block stay in the caches (measured best of 152 / 608 / all)
@@ -275,6 +275,22 @@ def _output_transform2(
                         if has_other:
                             val += other[y, u, o]
                         out[y, u, o] = max(val, _F0) if relu else val
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the transforms for inputs of one and two parts, so that the first
+    frame does not pay for it (seconds in a fresh install)."""
+    for m in (4, 2):
+        n, bt = (m + 2) ** 2, _MATRICES[m]["bt"]
+        for count in (1, 2):
+            parts = tuple(np.zeros((1, 1, 1), np.float32) for _ in range(count))
+            work = np.zeros((1, 2, m + 2, m + 2, count), np.float32)
+            _input_transform(parts, 0, 1, bt, work, np.zeros((1, n, count), np.float32))
+        prod, bias, out = np.zeros((1, n, 1), np.float32), np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
+        if m == 4:
+            _output_transform4(prod, 0, 1, bias, out, True, True, False, out)
+        else:
+            _output_transform2(prod, 0, 1, bias, out, True, True, out)
 
 
 # rows of a 5×5 transposed-convolution kernel (stride 2, padding 2) feeding output phase a from input offset dy:

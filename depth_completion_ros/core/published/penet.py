@@ -598,6 +598,8 @@ def prepare_for_inference(
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.use_mkldnn()
                 m.use_winograd(winograd_channels)
+    if any(m._winograd for m in model.modules() if isinstance(m, _ConvBN)):
+        winograd.warm_up()
     for m in model.modules():
         if isinstance(m, _Guidance):
             m._merged = []
