@@ -186,7 +186,7 @@ def _output_transform4(
         ty = ty0 + j
         for tx in range(tw):
             t = j * tw + tx
-            for o in range(n_out):  # innermost over channels: vectorized, all temporaries in registers
+            for o in range(n_out):  # innermost over the channels
                 k0 = _at(m[t, 0, o], m[t, 6, o], m[t, 12, o], m[t, 18, o], m[t, 24, o], m[t, 30, o])
                 k1 = _at(m[t, 1, o], m[t, 7, o], m[t, 13, o], m[t, 19, o], m[t, 25, o], m[t, 31, o])
                 k2 = _at(m[t, 2, o], m[t, 8, o], m[t, 14, o], m[t, 20, o], m[t, 26, o], m[t, 32, o])
@@ -199,16 +199,33 @@ def _output_transform4(
                         tile[p, q, o] = row[q]
             if phases:  # channel block φ = 2a + b of the tile is output pixel (2y + a, 2u + b)
                 _write_phases(tile, ty, tx, H, W, bias, other, has_other, relu, out)
-                continue
-            for p in range(min(4, H - 4 * ty)):
-                y = 4 * ty + p
-                for q in range(min(4, W - 4 * tx)):
-                    u = 4 * tx + q
-                    for o in range(n_out):
-                        val = tile[p, q, o] + bias[o]
-                        if has_other:
-                            val += other[y, u, o]
-                        out[y, u, o] = max(val, _F0) if relu else val
+            else:
+                _write_tile(tile, ty, tx, bias, other, has_other, relu, out)
+
+
+@numba.njit(inline="always", fastmath=True)
+def _write_tile(
+    tile: np.ndarray,
+    ty: int,
+    tx: int,
+    bias: np.ndarray,
+    other: np.ndarray,
+    has_other: bool,
+    relu: bool,
+    out: np.ndarray,
+) -> None:
+    """out[m·ty+p, m·tx+q, :] = relu?(tile[p, q, :] + bias + other) for the m×m tile's pixels inside out."""
+    H, W, n_out = out.shape
+    m = tile.shape[0]
+    for p in range(min(m, H - m * ty)):
+        y = m * ty + p
+        for q in range(min(m, W - m * tx)):
+            u = m * tx + q
+            for o in range(n_out):
+                val = tile[p, q, o] + bias[o]
+                if has_other:
+                    val += other[y, u, o]
+                out[y, u, o] = max(val, _F0) if relu else val
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -250,7 +267,7 @@ def _output_transform2(
     out: np.ndarray,
 ) -> None:  # fmt: skip
     """F(2×2, 3×3): out[2ty+p, 2tx+q, :] = relu?(Aᵀ M_t A + bias + other), tile rows ty0 … ty0+nty−1; m (T, 16, O)."""
-    H, W, n_out = out.shape
+    W, n_out = out.shape[1:]
     tw = (W + 1) // 2
     for j in numba.prange(nty):
         tile = np.empty((2, 2, n_out), np.float32)
@@ -266,15 +283,7 @@ def _output_transform2(
                     row = _at2(k0[p], k1[p], k2[p], k3[p])
                     tile[p, 0, o] = row[0]
                     tile[p, 1, o] = row[1]
-            for p in range(min(2, H - 2 * ty)):
-                y = 2 * ty + p
-                for q in range(min(2, W - 2 * tx)):
-                    u = 2 * tx + q
-                    for o in range(n_out):
-                        val = tile[p, q, o] + bias[o]
-                        if has_other:
-                            val += other[y, u, o]
-                        out[y, u, o] = max(val, _F0) if relu else val
+            _write_tile(tile, ty, tx, bias, other, has_other, relu, out)
 
 
 def warm_up() -> None:
