@@ -167,14 +167,6 @@ def _mkldnn_ops() -> Any:
         return None
 
 
-def _layout(x: Tensor) -> torch.memory_format:
-    return (
-        torch.channels_last
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-        else (torch.contiguous_format)
-    )
-
-
 class _ConvBN(nn.Module):
     """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference.
 
@@ -590,6 +582,8 @@ def prepare_for_inference(
     model to another device.
     """
     model.eval()
+    if channels_last:  # before the prepacked and Winograd weights are made from the dense ones
+        model.to(memory_format=torch.channels_last)
     for m in model.modules():
         if isinstance(m, _ConvBN):
             if fuse:
@@ -598,15 +592,17 @@ def prepare_for_inference(
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.use_mkldnn()
                 m.use_winograd(winograd_channels)
-    if any(m._winograd for m in model.modules() if isinstance(m, _ConvBN)):
-        winograd.warm_up()
     for m in model.modules():
         if isinstance(m, _Guidance):
             m._merged = []
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.merge()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+                if m._merged:
+                    m._merged[0].use_winograd(winograd_channels)
+    convs = [m for m in model.modules() if isinstance(m, _ConvBN)]
+    convs += [g._merged[0] for g in model.modules() if isinstance(g, _Guidance) and g._merged]
+    if any(c._winograd for c in convs):
+        winograd.warm_up()
     model._channels_last = channels_last
     return model
 
