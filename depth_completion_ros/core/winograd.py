@@ -1,18 +1,22 @@
-"""Winograd minimal-filtering convolution F(4×4, 3×3) for CPU float32 inference (Lavin & Gray, CVPR 2016).
+"""Winograd minimal-filtering convolution F(4×4, 3×3) and F(2×2, 3×3) for CPU float32 inference (Lavin & Gray,
+CVPR 2016).
 
 A 3×3, stride-1, zero-padding-1 convolution computes each 4×4 output tile from a 6×6 input tile with 36
-multiplications per (input, output) channel pair instead of 144: Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A.  Per tile row block:
+multiplications per (input, output) channel pair instead of 144: Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A (F(2×2, 3×3): 16
+instead of 36 per 2×2 tile).  Per block of tile rows:
 
 1. input transform (numba): V[t, ξ, c] = (Bᵀ d_t B)[ξ] for every tile t and input channel c;
-2. 36 matrix products M[t, ξ, :] = U[ξ] V[t, ξ, :] with U[ξ] = (G g Gᵀ)[ξ] (O × C), run as one oneDNN grouped 1×1
-   convolution (36 groups, prepacked weights) on the NHWC view of V;
+2. the α² matrix products M[t, ξ, :] = U[ξ] V[t, ξ, :] with U[ξ] = (G g Gᵀ)[ξ] (O × C), run as one oneDNN grouped
+   1×1 convolution (α² groups, prepacked weights) on the NHWC view of V;
 3. output transform (numba): y = Aᵀ M_t A + bias (+ residual), ReLU, written into the NHWC output.
 
-The transforms use the interpolation points 0, ±1, ±2, ∞ (`winograd_matrices`); in float32 the result differs from a
-direct convolution by rounding only (on PENet's ENet at equal weights the final depth moved by 1e-4 m, measured by
+`WinogradConv3x3.from_transposed` runs a 5×5, stride-2 transposed convolution (2× upsampling) as the 3×3
+convolution of its four sub-pixel phases.  The transforms use the interpolation points 0, ±1, ±2, ∞
+(`winograd_matrices`); in float32 the result differs from a direct convolution by rounding only (a few 1e-5 of the
+output's scale per convolution; ENet prepared with it stays within 3.2e-4 m of the authors' depth, measured by
 `benchmarks/verify_upstream_penet.py`).  Activations are NHWC (channels_last); the input may come in parts that are
 concatenated along the channels (never materialized).  Built for `published.penet`; any 3×3 stride-1 convolution
-whose input, bias and residual are float32 CPU tensors can use it.
+whose input, bias and residual are float32 CPU tensors (batch 1) can use it.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _inverse(mat: list[list[Fraction]]) -> list[list[Fraction]]:
     return [r[n:] for r in aug]
 
 
-def _float32_matrices(points: tuple[int, ...]) -> dict[str, np.ndarray]:
+def _float32_matrices(points: tuple[Fraction | int, ...]) -> dict[str, np.ndarray]:
     bt, g, at = winograd_matrices(points)
     return {"bt": bt.astype(np.float32), "g": g, "at": at.astype(np.float32)}
 
