@@ -165,8 +165,44 @@ def _at(m0: float, m1: float, m2: float, m3: float, m4: float, m5: float) -> tup
     return (m0 + a + c, b + _F2 * d, a + _F4 * c, b + _F8 * d + m5)
 
 
+@numba.njit(inline="always", fastmath=True)
+def _at2(m0: float, m1: float, m2: float, m3: float) -> tuple:
+    """F(2, 3): Aᵀ m for one column of 4 values (rows of `winograd_matrices((0, 1, -1))[2]`, checked by the tests)."""
+    return (m0 + m1 + m2, m1 - m2 + m3)
+
+
+@numba.njit(inline="always", fastmath=True)
+def _tile4(m: np.ndarray, t: int, tile: np.ndarray) -> None:
+    """tile[p, q, :] = (Aᵀ M_t A)[p, q] for F(4×4, 3×3); m (T, 36, O)."""
+    for o in range(tile.shape[2]):  # innermost over the channels
+        k0 = _at(m[t, 0, o], m[t, 6, o], m[t, 12, o], m[t, 18, o], m[t, 24, o], m[t, 30, o])
+        k1 = _at(m[t, 1, o], m[t, 7, o], m[t, 13, o], m[t, 19, o], m[t, 25, o], m[t, 31, o])
+        k2 = _at(m[t, 2, o], m[t, 8, o], m[t, 14, o], m[t, 20, o], m[t, 26, o], m[t, 32, o])
+        k3 = _at(m[t, 3, o], m[t, 9, o], m[t, 15, o], m[t, 21, o], m[t, 27, o], m[t, 33, o])
+        k4 = _at(m[t, 4, o], m[t, 10, o], m[t, 16, o], m[t, 22, o], m[t, 28, o], m[t, 34, o])
+        k5 = _at(m[t, 5, o], m[t, 11, o], m[t, 17, o], m[t, 23, o], m[t, 29, o], m[t, 35, o])
+        for p in range(4):
+            row = _at(k0[p], k1[p], k2[p], k3[p], k4[p], k5[p])
+            for q in range(4):
+                tile[p, q, o] = row[q]
+
+
+@numba.njit(inline="always", fastmath=True)
+def _tile2(m: np.ndarray, t: int, tile: np.ndarray) -> None:
+    """tile[p, q, :] = (Aᵀ M_t A)[p, q] for F(2×2, 3×3); m (T, 16, O)."""
+    for o in range(tile.shape[2]):
+        k0 = _at2(m[t, 0, o], m[t, 4, o], m[t, 8, o], m[t, 12, o])
+        k1 = _at2(m[t, 1, o], m[t, 5, o], m[t, 9, o], m[t, 13, o])
+        k2 = _at2(m[t, 2, o], m[t, 6, o], m[t, 10, o], m[t, 14, o])
+        k3 = _at2(m[t, 3, o], m[t, 7, o], m[t, 11, o], m[t, 15, o])
+        for p in range(2):
+            row = _at2(k0[p], k1[p], k2[p], k3[p])
+            tile[p, 0, o] = row[0]
+            tile[p, 1, o] = row[1]
+
+
 @numba.njit(cache=True, parallel=True, fastmath=True)
-def _output_transform4(
+def _output_transform(
     m: np.ndarray,
     ty0: int,
     nty: int,
@@ -177,34 +213,26 @@ def _output_transform4(
     phases: bool,
     out: np.ndarray,
 ) -> None:
-    """F(4×4, 3×3): out[4ty+p, 4tx+q, :] = relu?(Aᵀ M_t A + bias + other), tile rows ty0 … ty0+nty−1; m (T, 36, O).
+    """out[s·ty+p, s·tx+q, :] = relu?(Aᵀ M_t A + bias + other) for the s×s tiles (s = 4 when m is (T, 36, O), 2 when
+    (T, 16, O)) of tile rows ty0 … ty0+nty−1.
 
     With `phases`, m has 4·O channels, the sub-pixel phases of a 2× upsampled output (`from_transposed`).
     """
     H, W, n_out = out.shape
     if phases:
         H, W, n_out = H // 2, W // 2, 4 * n_out  # the 3×3 convolution's grid and channels
-    tw = (W + 3) // 4
+    side = 4 if m.shape[1] == 36 else 2
+    tw = (W + side - 1) // side
     for j in numba.prange(nty):
-        tile = np.empty((4, 4, n_out), np.float32)
+        tile = np.empty((side, side, n_out), np.float32)
         ty = ty0 + j
         for tx in range(tw):
             t = j * tw + tx
-            for o in range(n_out):  # innermost over the channels
-                k0 = _at(m[t, 0, o], m[t, 6, o], m[t, 12, o], m[t, 18, o], m[t, 24, o], m[t, 30, o])
-                k1 = _at(m[t, 1, o], m[t, 7, o], m[t, 13, o], m[t, 19, o], m[t, 25, o], m[t, 31, o])
-                k2 = _at(m[t, 2, o], m[t, 8, o], m[t, 14, o], m[t, 20, o], m[t, 26, o], m[t, 32, o])
-                k3 = _at(m[t, 3, o], m[t, 9, o], m[t, 15, o], m[t, 21, o], m[t, 27, o], m[t, 33, o])
-                k4 = _at(m[t, 4, o], m[t, 10, o], m[t, 16, o], m[t, 22, o], m[t, 28, o], m[t, 34, o])
-                k5 = _at(m[t, 5, o], m[t, 11, o], m[t, 17, o], m[t, 23, o], m[t, 29, o], m[t, 35, o])
-                for p in range(4):
-                    row = _at(k0[p], k1[p], k2[p], k3[p], k4[p], k5[p])
-                    for q in range(4):
-                        tile[p, q, o] = row[q]
-            if phases:  # channel block φ = 2a + b of the tile is output pixel (2y + a, 2u + b)
-                _write_phases(tile, ty, tx, H, W, bias, other, has_other, relu, out)
+            if side == 4:
+                _tile4(m, t, tile)
             else:
-                _write_tile(tile, ty, tx, bias, other, has_other, relu, out)
+                _tile2(m, t, tile)
+            _write_tile(tile, ty, tx, H, W, phases, bias, other, has_other, relu, out)
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -212,82 +240,29 @@ def _write_tile(
     tile: np.ndarray,
     ty: int,
     tx: int,
-    bias: np.ndarray,
-    other: np.ndarray,
-    has_other: bool,
-    relu: bool,
-    out: np.ndarray,
-) -> None:
-    """out[m·ty+p, m·tx+q, :] = relu?(tile[p, q, :] + bias + other) for the m×m tile's pixels inside out."""
-    H, W, n_out = out.shape
-    m = tile.shape[0]
-    for p in range(min(m, H - m * ty)):
-        y = m * ty + p
-        for q in range(min(m, W - m * tx)):
-            u = m * tx + q
-            for o in range(n_out):
-                val = tile[p, q, o] + bias[o]
-                if has_other:
-                    val += other[y, u, o]
-                out[y, u, o] = max(val, _F0) if relu else val
-
-
-@numba.njit(inline="always", fastmath=True)
-def _write_phases(
-    tile: np.ndarray,
-    ty: int,
-    tx: int,
     h: int,
     w: int,
+    phases: bool,
     bias: np.ndarray,
     other: np.ndarray,
     has_other: bool,
     relu: bool,
     out: np.ndarray,
 ) -> None:
-    n_out = out.shape[2]
-    for p in range(min(4, h - 4 * ty)):
-        y = 4 * ty + p
-        for q in range(min(4, w - 4 * tx)):
-            u = 4 * tx + q
-            for phase in range(4):
-                yy, uu = 2 * y + phase // 2, 2 * u + phase % 2
+    """out[s·ty+p, s·tx+q, :] = relu?(tile[p, q, :] + bias + other) for the s×s tile's pixels inside the h×w grid;
+    with `phases`, channel block φ = 2a + b of grid pixel (y, u) goes to output pixel (2y + a, 2u + b)."""
+    n_out, side = out.shape[2], tile.shape[0]
+    for p in range(min(side, h - side * ty)):
+        y = side * ty + p
+        for q in range(min(side, w - side * tx)):
+            u = side * tx + q
+            for phase in range(4 if phases else 1):
+                yy, uu = (2 * y + phase // 2, 2 * u + phase % 2) if phases else (y, u)
                 for o in range(n_out):
                     val = tile[p, q, phase * n_out + o] + bias[o]
                     if has_other:
                         val += other[yy, uu, o]
                     out[yy, uu, o] = max(val, _F0) if relu else val
-
-
-@numba.njit(inline="always", fastmath=True)
-def _at2(m0: float, m1: float, m2: float, m3: float) -> tuple:
-    """F(2, 3): Aᵀ m for one column of 4 values (rows of `winograd_matrices((0, 1, -1))[2]`, checked by the tests)."""
-    return (m0 + m1 + m2, m1 - m2 + m3)
-
-
-@numba.njit(cache=True, parallel=True, fastmath=True)
-def _output_transform2(
-    m: np.ndarray, ty0: int, nty: int, bias: np.ndarray, other: np.ndarray, has_other: bool, relu: bool,
-    out: np.ndarray,
-) -> None:  # fmt: skip
-    """F(2×2, 3×3): out[2ty+p, 2tx+q, :] = relu?(Aᵀ M_t A + bias + other), tile rows ty0 … ty0+nty−1; m (T, 16, O)."""
-    W, n_out = out.shape[1:]
-    tw = (W + 1) // 2
-    for j in numba.prange(nty):
-        tile = np.empty((2, 2, n_out), np.float32)
-        ty = ty0 + j
-        for tx in range(tw):
-            t = j * tw + tx
-            for o in range(n_out):
-                k0 = _at2(m[t, 0, o], m[t, 4, o], m[t, 8, o], m[t, 12, o])
-                k1 = _at2(m[t, 1, o], m[t, 5, o], m[t, 9, o], m[t, 13, o])
-                k2 = _at2(m[t, 2, o], m[t, 6, o], m[t, 10, o], m[t, 14, o])
-                k3 = _at2(m[t, 3, o], m[t, 7, o], m[t, 11, o], m[t, 15, o])
-                for p in range(2):
-                    row = _at2(k0[p], k1[p], k2[p], k3[p])
-                    tile[p, 0, o] = row[0]
-                    tile[p, 1, o] = row[1]
-            _write_tile(tile, ty, tx, bias, other, has_other, relu, out)
 
 
 def warm_up() -> None:
@@ -300,10 +275,7 @@ def warm_up() -> None:
             work = np.zeros((1, 2, m + 2, m + 2, count), np.float32)
             _input_transform(parts, 0, 1, bt, work, np.zeros((1, n, count), np.float32))
         prod, bias, out = np.zeros((1, n, 1), np.float32), np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
-        if m == 4:
-            _output_transform4(prod, 0, 1, bias, out, True, True, False, out)
-        else:
-            _output_transform2(prod, 0, 1, bias, out, True, True, out)
+        _output_transform(prod, 0, 1, bias, out, True, True, False, out)
 
 
 # rows of a 5×5 transposed-convolution kernel (stride 2, padding 2) feeding output phase a from input offset dy:
@@ -418,8 +390,5 @@ class WinogradConv3x3:
             prod = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], n, "none", [], "")
             prod = prod.contiguous(memory_format=torch.channels_last)
             m_np = prod[0, :, 0].permute(1, 0).numpy().reshape(block, n, scale * scale * n_out)
-            if m == 4:
-                _output_transform4(m_np, ty0, k, self._bias, other_np, other is not None, relu, self.phases, out_np)
-            else:
-                _output_transform2(m_np, ty0, k, self._bias, other_np, other is not None, relu, out_np)
+            _output_transform(m_np, ty0, k, self._bias, other_np, other is not None, relu, self.phases, out_np)
         return out

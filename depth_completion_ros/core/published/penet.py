@@ -40,7 +40,7 @@ Preprocessing as in training, and what happens elsewhere:
 Measured against the authors' code at equal (seeded random) weights on the shared KITTI frame (1216×352, float32
 CPU): max |Δdepth| ENet 0 m, PENet 2.7e-5 m; after `prepare_for_inference` (what the completer runs: folded
 batch norms, oneDNN, Winograd) 3.2e-4 / 2.6e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1–2): ENet
-638–699 ms vs 1215–1291 ms (0.51–0.54×: nearly all convolution), PENet 1.05–1.13 s vs 2.66–2.82 s (0.39–0.41×).
+638–699 ms vs 1215–1319 ms (0.51–0.54×: nearly all convolution), PENet 1.05–1.13 s vs 2.66–2.82 s (0.39–0.41×).
 
 Defects of the authors' code, and what we do instead:
 * Guidance normalization divides by Σ|w| with no floor (NaN where all raw weights are 0): we use
