@@ -17,13 +17,16 @@ from depth_completion_ros.core.published.cspn_nyu import (
     ARCHITECTURE,
     CSPNNYUConfig,
     CSPNNYUNet,
+    PackedConv,
     _subpixel_kernels,
     authors_key,
     authors_to_gather,
     conv2d,
+    packed_subpixel,
     resample_sparse,
     unpool2,
     unpool_conv,
+    unpool_conv_packed,
 )
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "depth_completion_ros" / "core" / "published" / "manifests"
@@ -228,6 +231,32 @@ def test_small_map_convolution_as_gemm_equals_conv2d(k: int, stride: int, paddin
     ref = F.conv2d(x, weight, bias, stride, padding)
     assert ref.shape[-2] * ref.shape[-1] <= 128  # the GEMM branch
     torch.testing.assert_close(conv2d(x, weight, bias, stride, padding), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("k", "stride", "padding", "size"), [(3, 1, 1, (9, 11)), (3, 2, 1, (15, 19)), (1, 2, 0, (6, 7))]
+)
+def test_packed_convolution_equals_conv2d(k, stride, padding, size, channels_last) -> None:
+    g = torch.Generator().manual_seed(k + stride)
+    x = torch.randn(2, 6, *size, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(5, 6, k, k, generator=g), torch.randn(5, generator=g)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), stride, padding)
+    conv = PackedConv(lambda: (weight, bias), stride, padding)
+    torch.testing.assert_close(conv(x).double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv(x.double()), ref, rtol=1e-12, atol=1e-12)  # float64: the plain path
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_packed_subpixel_unpool_conv_equals_conv_of_the_unpooled_map(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(1, 3, 4, 5, generator=g)
+    weight, bias = torch.randn(4, 3, k, k, generator=g), torch.randn(4, generator=g)
+    ref = F.conv2d(unpool2(x, (7, 9)).double(), weight.double(), bias.double(), padding=k // 2)
+    got = unpool_conv_packed(x, packed_subpixel(lambda: (weight, bias)), (7, 9))
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_inference_path_equals_the_plain_path(net: CSPNNYUNet) -> None:
