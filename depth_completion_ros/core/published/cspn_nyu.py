@@ -230,8 +230,8 @@ def _onednn() -> Any:
 class PackedConv:
     """A folded (conv + BN) convolution for inference.  On the CPU in float32 it runs as oneDNN with its weight
     prepacked once per input layout: `conv2d` reorders the weights on every call (`F.conv2d`) or uses MKL's AVX2
-    GEMM, measured 1.2–2.4× slower (single thread).  Only the packed weight is kept; `make` rebuilds the dense one
-    for another layout or device.
+    GEMM, measured 1.2–2.4× slower (single thread).  On the CPU only the packed weight is kept (`make` rebuilds the
+    dense one for another layout); elsewhere (CUDA, float64) the folded dense weight is kept per device and dtype.
 
     Args:
         make: () -> (weight (O, C, kh, kw), bias (O,) or None), the folded weights.
@@ -241,12 +241,17 @@ class PackedConv:
     def __init__(self, make: Any, stride: int = 1, padding: int = 0) -> None:
         self._make, self.stride, self.padding = make, stride, padding
         self._packed: dict[tuple[bool, int], tuple[Tensor, Tensor | None]] = {}
+        self._dense: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor | None]] = {}  # CUDA, float64
 
     def __call__(self, x: Tensor) -> Tensor:
         ops = _onednn()
         if ops is None or x.device.type != "cpu" or x.dtype != torch.float32:
-            weight, bias = self._make()
-            return conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), self.stride, self.padding)
+            key = (x.device, x.dtype)
+            if key not in self._dense:
+                weight, bias = self._make()
+                self._dense[key] = (weight.to(x.device, x.dtype), None if bias is None else bias.to(x.device, x.dtype))
+            weight, bias = self._dense[key]
+            return conv2d(x, weight, bias, self.stride, self.padding)
         nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x if nhwc else x.contiguous()
         st, pad = [self.stride] * 2, [self.padding] * 2
