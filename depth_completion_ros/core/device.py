@@ -1,10 +1,11 @@
-"""Device selection: `resolve_device("auto" | "cpu" | "cuda" | "cuda:N") -> torch.device`."""
+"""Device selection: `resolve_device("auto" | "cpu" | "cuda" | "cuda:N") -> torch.device`; `onednn_ops()`, torch's
+oneDNN convolutions with prepacked weights where this build has them."""
 
 from __future__ import annotations
 
 import re
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .lazy import lazy_module
 
@@ -13,9 +14,21 @@ if TYPE_CHECKING:
 else:
     torch = lazy_module("torch", globals())
 
-__all__ = ["resolve_device"]
+__all__ = ["onednn_ops", "resolve_device"]
 
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
+_ONEDNN_OPS = ("_convolution_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_weight",
+               "_reorder_convolution_transpose_weight")  # fmt: skip
+
+
+def onednn_ops() -> Any:
+    """`torch.ops.mkldnn` when it has the fused convolutions with prepacked weights (CPU inference; what
+    torch.compile's CPU backend emits), else None."""
+    try:
+        ops = torch.ops.mkldnn
+        return ops if torch.backends.mkldnn.is_available() and all(hasattr(ops, n) for n in _ONEDNN_OPS) else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

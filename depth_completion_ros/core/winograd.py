@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .device import onednn_ops
 from .kernel_propagation import match_torch_threads
 
 __all__ = ["TILE", "WinogradConv3x3", "available", "warm_up", "winograd_matrices"]
@@ -88,13 +89,7 @@ _MATRICES = {4: _float32_matrices((0, 1, -1, 2, -2)), 2: _float32_matrices((0, 1
 
 def available() -> bool:
     """True where the oneDNN grouped convolution used for the products exists (torch CPU builds with mkldnn)."""
-    try:
-        ops = torch.ops.mkldnn
-        return torch.backends.mkldnn.is_available() and all(
-            hasattr(ops, n) for n in ("_convolution_pointwise", "_reorder_convolution_weight")
-        )
-    except (AttributeError, RuntimeError):
-        return False
+    return onednn_ops() is not None
 
 
 # float32 constants of the specialized output transforms (numba keeps float32 arithmetic with them)

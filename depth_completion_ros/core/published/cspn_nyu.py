@@ -65,6 +65,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..device import onednn_ops
 from ..errors import CalibrationError, ShapeError, check_shape
 from ..propagation import MAX_ITERATIONS, NEIGHBOUR_OFFSETS, cspn_propagate, normalize_affinity
 from .base import Architecture, register
@@ -215,18 +216,6 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padd
     return out.reshape(B, cout, oh, ow)
 
 
-def _onednn() -> Any:
-    """torch's oneDNN convolution with prepacked weights, or None where this torch build lacks it."""
-    try:
-        ops = torch.ops.mkldnn
-        ok = torch.backends.mkldnn.is_available() and all(
-            hasattr(ops, n) for n in ("_convolution_pointwise", "_reorder_convolution_weight")
-        )
-        return ops if ok else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
 class PackedConv:
     """A folded (conv + BN) convolution for inference.  On the CPU in float32 it runs as oneDNN with its weight
     prepacked once per input layout: `conv2d` reorders the weights on every call (`F.conv2d`) or uses MKL's AVX2
@@ -244,7 +233,7 @@ class PackedConv:
         self._dense: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor | None]] = {}  # CUDA, float64
 
     def __call__(self, x: Tensor) -> Tensor:
-        ops = _onednn()
+        ops = onednn_ops()
         if ops is None or x.device.type != "cpu" or x.dtype != torch.float32:
             key = (x.device, x.dtype)
             if key not in self._dense:

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import winograd
+from ..device import onednn_ops
 from ..errors import ShapeError, check_shape
 from ..kernel_propagation import normalized_scatter_to_gather, propagate_kxk
 from .base import Architecture, register
@@ -156,17 +157,6 @@ class PENetConfig(ENetConfig):
 # --------------------------------------------------------------------------------------------------- layers
 
 
-def _mkldnn_ops() -> Any:
-    """torch's oneDNN fused-convolution operators (the ones torch.compile's CPU backend emits), or None."""
-    try:
-        ops = torch.ops.mkldnn
-        needed = ("_convolution_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_weight",
-                  "_reorder_convolution_transpose_weight")  # fmt: skip
-        return ops if torch.backends.mkldnn.is_available() and all(hasattr(ops, n) for n in needed) else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
 class _ConvBN(nn.Module):
     """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference.
 
@@ -228,7 +218,7 @@ class _ConvBN(nn.Module):
         return (torch.stack(planes, -1).permute(0, 3, 1, 2),)  # NHWC memory
 
     def _run_mkldnn(self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool) -> Tensor:
-        ops, conv = _mkldnn_ops(), self.conv
+        ops, conv = onednn_ops(), self.conv
         if not isinstance(conv, nn.ConvTranspose2d):
             parts = self._merge_narrow(parts)
         key = tuple(p.shape[1] for p in parts)
@@ -289,7 +279,7 @@ class _ConvBN(nn.Module):
 
     def use_mkldnn(self) -> bool:
         """Switch to the oneDNN path (needs `fuse` first: the fused ops carry the bias, not the norm)."""
-        self._mkldnn = isinstance(self.bn, nn.Identity) and _mkldnn_ops() is not None
+        self._mkldnn = isinstance(self.bn, nn.Identity) and onednn_ops() is not None
         self._packed.clear()
         self._winograd = []
         return self._mkldnn
