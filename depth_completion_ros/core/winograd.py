@@ -308,8 +308,8 @@ class WinogradConv3x3:
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None, *, tile: int = TILE, _phases: bool = False) -> None:
-        if tile not in (2, 4) or (_phases and tile != 4):
-            raise ValueError(f"tile: expected 4 or 2 (not for the transposed convolution), got {tile!r}")
+        if tile not in (2, 4):
+            raise ValueError(f"tile: expected 4 or 2, got {tile!r}")
         if _phases:
             n_in, n_out = weight.shape[:2]
         else:
@@ -326,11 +326,11 @@ class WinogradConv3x3:
         self._scratch: dict[tuple[int, ...], np.ndarray] = {}  # reused: fresh pages cost more than the transforms
 
     @classmethod
-    def from_transposed(cls, weight: Tensor, bias: Tensor | None) -> WinogradConv3x3:
+    def from_transposed(cls, weight: Tensor, bias: Tensor | None, *, tile: int = TILE) -> WinogradConv3x3:
         """The transposed convolution (C, O, 5, 5), stride 2, padding 2, output padding 1: output (2H, 2W)."""
         if weight.dim() != 4 or tuple(weight.shape[2:]) != (5, 5):
             raise ValueError(f"weight: expected (C, O, 5, 5), got {tuple(weight.shape)}")
-        return cls(weight, bias, _phases=True)
+        return cls(weight, bias, tile=tile, _phases=True)
 
     @property
     def _points(self) -> int:

@@ -193,6 +193,8 @@ def test_prepare_for_inference_keeps_output(name, options):
     winograd_layers = [m for m in model.modules() if isinstance(m, penet._ConvBN) and m._winograd]
     expect_winograd = options.get("mkldnn", True) and options.get("winograd_channels", 1024) > 0
     assert bool(winograd_layers) == (expect_winograd and winograd.available())
+    heads = [model.backbone.rgb_head, model.backbone.depth_head]
+    assert all(bool(h._narrow) == (options.get("mkldnn", True) and winograd.available()) for h in heads)
     scale = float(before.abs().max())
     assert scale > 0
     assert float((before - after).abs().max()) <= 1e-4 * max(scale, 1.0)

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import winograd
+from .. import narrow_conv, winograd
 from ..device import onednn_ops
 from ..errors import ShapeError, check_shape
 from ..kernel_propagation import normalized_scatter_to_gather, propagate_kxk
@@ -189,6 +189,7 @@ class _ConvBN(nn.Module):
         self._mkldnn = False
         self._packed: dict[tuple[int, ...], list[Tensor]] = {}
         self._winograd: list[winograd.WinogradConv3x3] = []  # after `use_winograd` (not a submodule)
+        self._narrow: list[narrow_conv.NarrowConv3x3] = []  # after `use_narrow` (not a submodule)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run((x,))
@@ -200,6 +201,8 @@ class _ConvBN(nn.Module):
         if self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
             if self._winograd and x.shape[0] == 1:
                 return self._winograd[0](parts, other, relu)
+            if self._narrow and x.shape[0] == 1 and len(parts) == 1 and other is None:
+                return self._narrow[0](x, relu)
             return self._run_mkldnn(parts, other, relu)
         y = self.bn(self.conv(torch.cat(parts, 1) if len(parts) > 1 else x))
         if other is not None:
@@ -282,7 +285,30 @@ class _ConvBN(nn.Module):
         self._mkldnn = isinstance(self.bn, nn.Identity) and onednn_ops() is not None
         self._packed.clear()
         self._winograd = []
+        self._narrow = []
         return self._mkldnn
+
+    @torch.no_grad()
+    def use_narrow(self) -> bool:
+        """On the oneDNN path, run a 3×3 stride-1 (transposed) convolution to at most `narrow_conv.MAX_OUTPUTS`
+        outputs (the 2-channel heads) as `narrow_conv.NarrowConv3x3` (batch 1): 2× faster than oneDNN's direct one."""
+        conv = self.conv
+        self._narrow = []
+        if (
+            self._mkldnn
+            and conv.groups == 1
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.padding == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.out_channels <= narrow_conv.MAX_OUTPUTS
+            and getattr(conv, "output_padding", (0, 0)) == (0, 0)
+        ):
+            build = narrow_conv.NarrowConv3x3
+            if isinstance(conv, nn.ConvTranspose2d):
+                build = narrow_conv.NarrowConv3x3.from_transposed
+            self._narrow = [build(conv.weight, conv.bias)]
+        return bool(self._narrow)
 
     @torch.no_grad()
     def use_winograd(self, max_channels: int) -> bool:
@@ -582,6 +608,7 @@ def prepare_for_inference(
             if mkldnn and fuse and next(m.parameters()).device.type == "cpu":
                 m.use_mkldnn()
                 m.use_winograd(winograd_channels)
+                m.use_narrow()
     for m in model.modules():
         if isinstance(m, _Guidance):
             m._merged = []
@@ -589,6 +616,8 @@ def prepare_for_inference(
                 m.merge()  # direct: as Winograd it doubled PENet's difference to the authors' (6.5e-4 m) for 4 % time
     if any(m._winograd for m in model.modules() if isinstance(m, _ConvBN)):
         winograd.warm_up()
+    if any(m._narrow for m in model.modules() if isinstance(m, _ConvBN)):
+        narrow_conv.warm_up()
     model._channels_last = channels_last
     return model
 
