@@ -297,7 +297,7 @@ class WinogradConv3x3:
     """A 3×3, stride-1, padding-1 convolution with bias as Winograd F(m×m, 3×3) (module docstring); inference only.
 
     `from_transposed` builds the 5×5, stride-2 transposed convolution (2× upsampling) as its four sub-pixel phases
-    (F(4×4, 3×3) only).
+    (either tile size).
 
     Args:
         weight: (O, C, 3, 3) float32, the (batch-norm folded) convolution weight.

@@ -65,7 +65,8 @@ def test_conv3x3_equals_direct_convolution(channels, out, height, width, residua
 
 
 @pytest.mark.parametrize(("cin", "cout", "height", "width"), [(6, 5, 7, 9), (3, 2, 1, 1), (8, 4, 4, 8)])
-def test_transposed_equals_direct_transposed_convolution(cin, cout, height, width):
+@pytest.mark.parametrize("tile", [4, 2])
+def test_transposed_equals_direct_transposed_convolution(cin, cout, height, width, tile):
     g = torch.Generator().manual_seed(3)
     x = _nhwc(torch.randn(1, cin, height, width, generator=g))
     weight = torch.randn(cin, cout, 5, 5, generator=g)
@@ -73,7 +74,7 @@ def test_transposed_equals_direct_transposed_convolution(cin, cout, height, widt
     other = _nhwc(torch.randn(1, cout, 2 * height, 2 * width, generator=g))
     ref = F.conv_transpose2d(x.double(), weight.double(), bias.double(), stride=2, padding=2, output_padding=1)
     ref = (ref + other.double()).clamp_min(0)
-    got = WinogradConv3x3.from_transposed(weight, bias)((x,), other, relu=True)
+    got = WinogradConv3x3.from_transposed(weight, bias, tile=tile)((x,), other, relu=True)
     assert got.shape == (1, cout, 2 * height, 2 * width)
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-4 * float(ref.abs().max()))
 
