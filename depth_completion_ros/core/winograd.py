@@ -8,7 +8,8 @@ instead of 36 per 2×2 tile).  Per block of tile rows:
 1. input transform (numba): V[t, ξ, c] = (Bᵀ d_t B)[ξ] for every tile t and input channel c;
 2. the α² matrix products M[t, ξ, :] = U[ξ] V[t, ξ, :] with U[ξ] = (G g Gᵀ)[ξ] (O × C), run as one oneDNN grouped
    1×1 convolution (α² groups, prepacked weights) on the NHWC view of V;
-3. output transform (numba): y = Aᵀ M_t A + bias (+ residual), ReLU, written into the NHWC output.
+3. output transform (numba): y = Aᵀ M_t A + bias (+ residual), ReLU (+ a skip added after it), written into the
+   NHWC output.
 
 `WinogradConv3x3.from_transposed` runs a 5×5, stride-2 transposed convolution (2× upsampling) as the 3×3
 convolution of its four sub-pixel phases.  The transforms use the interpolation points 0, ±1, ±2, ∞
@@ -205,17 +206,20 @@ def _output_transform(
     other: np.ndarray,
     has_other: bool,
     relu: bool,
+    post: np.ndarray,
+    has_post: bool,
     phases: bool,
     out: np.ndarray,
 ) -> None:
-    """out[s·ty+p, s·tx+q, :] = relu?(Aᵀ M_t A + bias + other) for the s×s tiles (s = 4 when m is (T, 36, O), 2 when
-    (T, 16, O)) of tile rows ty0 … ty0+nty−1.
+    """out[s·ty+p, s·tx+q, :O] = relu?(Aᵀ M_t A + bias + other) + post for the s×s tiles (s = 4 when m is
+    (T, 36, O), 2 when (T, 16, O)) of tile rows ty0 … ty0+nty−1 (channels of out after the first O are left alone).
 
     With `phases`, m has 4·O channels, the sub-pixel phases of a 2× upsampled output (`from_transposed`).
     """
-    H, W, n_out = out.shape
+    H, W = out.shape[:2]
+    n_out = m.shape[2]  # out may have more channels (appended after these)
     if phases:
-        H, W, n_out = H // 2, W // 2, 4 * n_out  # the 3×3 convolution's grid and channels
+        H, W = H // 2, W // 2  # the 3×3 convolution's grid; m has the 4 phases' channels
     side = 4 if m.shape[1] == 36 else 2
     tw = (W + side - 1) // side
     for j in numba.prange(nty):
@@ -227,7 +231,7 @@ def _output_transform(
                 _tile4(m, t, tile)
             else:
                 _tile2(m, t, tile)
-            _write_tile(tile, ty, tx, H, W, phases, bias, other, has_other, relu, out)
+            _write_tile(tile, ty, tx, H, W, phases, bias, other, has_other, relu, post, has_post, out)
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -242,11 +246,14 @@ def _write_tile(
     other: np.ndarray,
     has_other: bool,
     relu: bool,
+    post: np.ndarray,
+    has_post: bool,
     out: np.ndarray,
 ) -> None:
-    """out[s·ty+p, s·tx+q, :] = relu?(tile[p, q, :] + bias + other) for the s×s tile's pixels inside the h×w grid;
-    with `phases`, channel block φ = 2a + b of grid pixel (y, u) goes to output pixel (2y + a, 2u + b)."""
-    n_out, side = out.shape[2], tile.shape[0]
+    """out[s·ty+p, s·tx+q, :] = relu?(tile[p, q, :] + bias + other) + post for the s×s tile's pixels inside the h×w
+    grid; with `phases`, channel block φ = 2a + b of grid pixel (y, u) goes to output pixel (2y + a, 2u + b)."""
+    side = tile.shape[0]
+    n_out = tile.shape[2] // 4 if phases else tile.shape[2]
     for p in range(min(side, h - side * ty)):
         y = side * ty + p
         for q in range(min(side, w - side * tx)):
@@ -257,7 +264,11 @@ def _write_tile(
                     val = tile[p, q, phase * n_out + o] + bias[o]
                     if has_other:
                         val += other[yy, uu, o]
-                    out[yy, uu, o] = max(val, _F0) if relu else val
+                    if relu:
+                        val = max(val, _F0)
+                    if has_post:
+                        val += post[yy, uu, o]
+                    out[yy, uu, o] = val
 
 
 def warm_up() -> None:
@@ -270,7 +281,8 @@ def warm_up() -> None:
             work = np.zeros((1, 2, m + 2, m + 2, count), np.float32)
             _input_transform(parts, 0, 1, bt, work, np.zeros((1, n, count), np.float32))
         prod, bias, out = np.zeros((1, n, 1), np.float32), np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
-        _output_transform(prod, 0, 1, bias, out, True, True, False, out)
+        for has_post in (False, True):
+            _output_transform(prod, 0, 1, bias, out, True, True, out, has_post, False, out)
 
 
 # rows of a 5×5 transposed-convolution kernel (stride 2, padding 2) feeding output phase a from input offset dy:
@@ -356,25 +368,45 @@ class WinogradConv3x3:
         return self._scratch[key]
 
     @torch.no_grad()
-    def __call__(self, parts: tuple[Tensor, ...], other: Tensor | None = None, relu: bool = False) -> Tensor:
-        """relu?(conv(cat(parts, 1)) + bias + other) for (1, Ci, H, W) float32 CPU parts; NHWC (channels_last) out,
-        (1, O, H, W), or (1, O, 2H, 2W) from `from_transposed`."""
+    def __call__(
+        self,
+        parts: tuple[Tensor, ...],
+        other: Tensor | None = None,
+        relu: bool = False,
+        append: Tensor | None = None,
+        post: Tensor | None = None,
+    ) -> Tensor:
+        """relu?(conv(cat(parts, 1)) + bias + other) + post for (1, Ci, H, W) float32 CPU parts; NHWC (channels_last)
+        out, (1, O, H, W), or (1, O, 2H, 2W) from `from_transposed`; `other` and `post` have the output's size.
+
+        `append` (1, A, H', W'), same size as the output: returned as its channels O … O+A−1, so that a consumer of
+        cat((out, append), 1) reads one tensor (no concatenation pass)."""
         H, W = parts[0].shape[2:]
         if sum(p.shape[1] for p in parts) != self.in_channels or any(p.shape[0] != 1 for p in parts):
             raise ValueError(f"parts: expected batch 1 and {self.in_channels} channels in all")
+        if any(p.shape[2:] != parts[0].shape[2:] for p in parts):
+            raise ValueError("parts: expected one height and width")
         n_out, n_in, m, n = self.out_channels, self.in_channels, self.tile, self._points
+        scale = 2 if self.phases else 1
+        for name, t in (("other", other), ("post", post)):
+            if t is not None and tuple(t.shape) != (1, n_out, scale * H, scale * W):
+                raise ValueError(f"{name}: expected (1, {n_out}, {scale * H}, {scale * W}), got {tuple(t.shape)}")
         th, tw = -(-H // m), -(-W // m)
         rows = max(1, min(th, _BLOCK_TILES // tw))
         block = rows * tw
         w = self._weights(block)
         nhwc = tuple(p[0].permute(1, 2, 0).contiguous().numpy() for p in parts)  # (H, W, Ci) views when channels_last
-        scale = 2 if self.phases else 1
-        out = torch.empty(1, n_out, scale * H, scale * W, memory_format=torch.channels_last)
+        n_append = 0 if append is None else append.shape[1]
+        if append is not None and tuple(append.shape) != (1, n_append, scale * H, scale * W):
+            raise ValueError(f"append: expected (1, A, {scale * H}, {scale * W}), got {tuple(append.shape)}")
+        out = torch.empty(1, n_out + n_append, scale * H, scale * W, memory_format=torch.channels_last)
+        if append is not None:
+            out[:, n_out:].copy_(append)
         out_np = out[0].permute(1, 2, 0).numpy()
-        if other is not None:
-            other_np = other[0].permute(1, 2, 0).contiguous().numpy()
-        else:
-            other_np = np.zeros((1, 1, 1), np.float32)
+        other_np, post_np = (
+            np.zeros((1, 1, 1), np.float32) if t is None else t[0].permute(1, 2, 0).contiguous().numpy()
+            for t in (other, post)
+        )
         v = torch.empty(1, 1, block, n * n_in).permute(0, 3, 1, 2)  # logical (1, αα·C, 1, block), NHWC memory
         v_np = v[0, :, 0].permute(1, 0).numpy().reshape(block, n, n_in)
         ops, mats = torch.ops.mkldnn, _MATRICES[m]
@@ -385,5 +417,6 @@ class WinogradConv3x3:
             prod = ops._convolution_pointwise(v, w, None, [0, 0], [1, 1], [1, 1], n, "none", [], "")
             prod = prod.contiguous(memory_format=torch.channels_last)
             m_np = prod[0, :, 0].permute(1, 0).numpy().reshape(block, n, scale * scale * n_out)
-            _output_transform(m_np, ty0, k, self._bias, other_np, other is not None, relu, self.phases, out_np)
+            has = (other is not None, post is not None)
+            _output_transform(m_np, ty0, k, self._bias, other_np, has[0], relu, post_np, has[1], self.phases, out_np)
         return out

@@ -93,3 +93,31 @@ def test_refuses_wrong_shapes():
         conv((torch.zeros(1, 2, 5, 5),))
     with pytest.raises(ValueError, match="batch"):
         conv((torch.zeros(2, 3, 5, 5),))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_post_addition_and_appended_channels(transposed):
+    """`post` is added after the ReLU, `append` comes back as the output's last channels; sizes are checked."""
+    g = torch.Generator().manual_seed(6)
+    x = _nhwc(torch.randn(1, 6, 5, 7, generator=g))
+    if transposed:
+        weight, bias = torch.randn(6, 4, 5, 5, generator=g), torch.randn(4, generator=g)
+        conv = WinogradConv3x3.from_transposed(weight, bias)
+        ref = F.conv_transpose2d(x.double(), weight.double(), bias.double(), stride=2, padding=2, output_padding=1)
+    else:
+        weight, bias = torch.randn(4, 6, 3, 3, generator=g), torch.randn(4, generator=g)
+        conv = WinogradConv3x3(weight, bias)
+        ref = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    size = ref.shape[2:]
+    other, post = (_nhwc(torch.randn(1, 4, *size, generator=g)) for _ in range(2))
+    extra = torch.randn(1, 3, *size, generator=g)
+    ref = (ref + other.double()).clamp_min(0) + post.double()
+    got = conv((x,), other, relu=True, append=extra, post=post)
+    assert got.shape == (1, 7, *size)
+    torch.testing.assert_close(got[:, :4].double(), ref, rtol=0, atol=1e-4 * float(ref.abs().max()))
+    assert torch.equal(got[:, 4:], extra)
+    for name in ("other", "post", "append"):
+        with pytest.raises(ValueError, match=name):
+            conv((x,), **{name: torch.zeros(1, 4 if name != "append" else 3, size[0] + 1, size[1])})
+    with pytest.raises(ValueError, match="height and width"):
+        WinogradConv3x3(torch.zeros(4, 6, 3, 3), None)((x[:, :3], x[:, 3:, :-1]))

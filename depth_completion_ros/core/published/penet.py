@@ -160,9 +160,10 @@ class PENetConfig(ENetConfig):
 class _ConvBN(nn.Module):
     """Convolution (no bias) + batch norm (+ ReLU); `fuse` folds the norm into the convolution for inference.
 
-    `run(parts, other, relu)` computes relu?(conv(cat(parts)) + other).  After `use_mkldnn` (CPU inference), it runs
-    as oneDNN convolutions with prepacked weights and the addition and ReLU fused as post-ops, one convolution per
-    part accumulating into the next (the concatenation is never materialized).
+    `run(parts, other, relu, post)` computes relu?(conv(cat(parts)) + other) + post.  After `use_mkldnn` (CPU
+    inference), it runs as oneDNN convolutions with prepacked weights and the addition and ReLU fused as post-ops, one
+    convolution per part accumulating into the next (the concatenation is never materialized); `use_winograd` and
+    `use_narrow` then pick faster kernels for some shapes.
     """
 
     def __init__(
@@ -194,20 +195,29 @@ class _ConvBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.run((x,))
 
-    def run(self, parts: tuple[Tensor, ...], other: Tensor | None = None, relu: bool | None = None) -> Tensor:
-        """relu?(conv(cat(parts, 1)) + other); `relu` defaults to the layer's own."""
+    def run(
+        self,
+        parts: tuple[Tensor, ...],
+        other: Tensor | None = None,
+        relu: bool | None = None,
+        post: Tensor | None = None,
+    ) -> Tensor:
+        """relu?(conv(cat(parts, 1)) + other) + post; `relu` defaults to the layer's own."""
         relu = self.relu if relu is None else relu
         x = parts[0]
-        if self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if self._fast(x):
             if self._winograd and x.shape[0] == 1:
-                return self._winograd[0](parts, other, relu)
-            if self._narrow and x.shape[0] == 1 and len(parts) == 1 and other is None:
+                return self._winograd[0](parts, other, relu, post=post)  # the additions fused
+            if self._narrow and x.shape[0] == 1 and len(parts) == 1 and other is None and post is None:
                 return self._narrow[0](x, relu)
-            return self._run_mkldnn(parts, other, relu)
-        y = self.bn(self.conv(torch.cat(parts, 1) if len(parts) > 1 else x))
-        if other is not None:
-            y += other
-        return F.relu(y, inplace=True) if relu else y
+            y = self._run_mkldnn(parts, other, relu)
+        else:
+            y = self.bn(self.conv(torch.cat(parts, 1) if len(parts) > 1 else x))
+            if other is not None:
+                y += other
+            if relu:
+                y = F.relu(y, inplace=True)
+        return y if post is None else y.add_(post)
 
     @staticmethod
     def _merge_narrow(parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -219,6 +229,20 @@ class _ConvBN(nn.Module):
         planes = [p[:, i] for p in parts for i in range(p.shape[1])]  # (B, H, W) each
         planes += [torch.zeros_like(planes[0])] * (-channels % 4)
         return (torch.stack(planes, -1).permute(0, 3, 1, 2),)  # NHWC memory
+
+    def run_appending(
+        self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool, append: Tensor
+    ) -> Tensor | None:
+        """cat((run(parts, other, relu), append), 1) as one NHWC tensor where the Winograd path writes it without a
+        concatenation pass (`WinogradConv3x3.__call__`'s `append`); None elsewhere."""
+        x = parts[0]
+        if self._winograd and self._fast(x) and x.shape[0] == 1:
+            return self._winograd[0](parts, other, relu, append)
+        return None
+
+    def _fast(self, x: Tensor) -> bool:
+        """On the oneDNN path (prepared, float32 CPU inference)."""
+        return self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
     def _run_mkldnn(self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool) -> Tensor:
         ops, conv = onednn_ops(), self.conv
@@ -316,7 +340,8 @@ class _ConvBN(nn.Module):
 
         * a 3×3 stride-1 convolution with 16 … `max_channels` outputs: F(4×4, 3×3) up to 512 outputs (its
           transformed weights take 4× the dense ones' memory), F(2×2, 3×3) above (1.8×: at 1/32 resolution both
-          measured equal, F(4×4) reading 2.25× more weights); the 2-channel heads stay direct (Winograd 1.8× slower);
+          measured equal, F(4×4) reading 2.25× more weights); not the 2-channel heads (Winograd 1.8× slower than
+          direct there; `use_narrow`);
         * a 5×5 stride-2 transposed convolution (the decoder's 2× upsampling) with 128 … min(512, `max_channels`)
           inputs, as four sub-pixel phases (5.8× memory).  At 64 inputs (full resolution) the phases move more
           data than the multiplications save, at 1024 the weights dominate: both stay direct (measured equal).
@@ -354,12 +379,23 @@ class _GeoBlock(nn.Module):
         self.conv2 = _ConvBN(cout + 3, cout, 3, relu=False)
         self.skip = _ConvBN(cin + 3, cout, 1, stride=stride, relu=False) if stride != 1 or cin != cout else None
 
-    def forward(self, x: tuple[Tensor, ...], geo_in: Tensor, geo_out: Tensor) -> Tensor:
-        """x: the input as parts to concatenate (the depth branch's blocks take two)."""
-        parts = (*x, geo_in)
-        identity = x[0] if self.skip is None else self.skip.run(parts)
+    def forward(
+        self, parts: tuple[Tensor, ...], geo_out: Tensor, *, append_geo: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """parts: the input and the encoding of its level, as parts to concatenate (the depth branch's blocks take
+        the RGB decoder's features first; the encoding may come appended to the last part).
+
+        Returns (output, cat((output, geo_out), 1) or None): with `append_geo`, the concatenation the next block
+        reads is made where that costs no extra pass (Winograd output), and the output is a view of it.
+        """
+        identity = parts[0] if self.skip is None else self.skip.run(parts)
+        hidden = self.conv1.run(parts)
         # the encoding comes first in the second convolution's input; residual addition and ReLU fused
-        return self.conv2.run((geo_out, self.conv1.run(parts)), other=identity, relu=True)
+        if append_geo:
+            wide = self.conv2.run_appending((geo_out, hidden), identity, relu=True, append=geo_out)
+            if wide is not None:
+                return wide[:, : self.conv2.conv.out_channels], wide
+        return self.conv2.run((geo_out, hidden), other=identity, relu=True), None
 
 
 def _deconv(cin: int, cout: int) -> _ConvBN:
@@ -391,9 +427,14 @@ class ENet(nn.Module):
     def _encode(blocks: nn.ModuleList, x: Tensor, geo: list[Tensor], skips: dict[int, Tensor]) -> list[Tensor]:
         """Encoder outputs 1..10; block i sees the encoding of levels (i+1)//2 and i//2 + 1; `skips[i]` is
         concatenated before block i."""
-        outs = []
+        outs: list[Tensor] = []
+        with_geo = None  # cat((x, encoding of its level), 1) when the previous block made it
         for i, block in enumerate(blocks):
-            x = block((skips[i], x) if i in skips else (x,), geo[(i + 1) // 2], geo[i // 2 + 1])
+            parts = (with_geo,) if with_geo is not None else (x, geo[(i + 1) // 2])
+            if i in skips:
+                parts = (skips[i], *parts)
+            strided_next = i + 1 < len(blocks) and blocks[i + 1].skip is not None  # reads the concatenation
+            x, with_geo = block(parts, geo[i // 2 + 1], append_geo=strided_next)
             outs.append(x)
         return outs
 
@@ -407,8 +448,7 @@ class ENet(nn.Module):
         up = enc[9]
         plus = []  # decoder outputs + skip: levels 4, 3, 2, 1, 0
         for dec, skip in zip(self.rgb_decoder, (enc[7], enc[5], enc[3], enc[1], stem), strict=True):
-            up = dec(up)
-            up += skip
+            up = dec.run((up,), post=skip)
             plus.append(up)
         rgb_out = self.rgb_head(up)
         rgb_depth, rgb_conf = rgb_out[:, 0:1], rgb_out[:, 1:2]
@@ -418,10 +458,12 @@ class ENet(nn.Module):
         x = enc[9] + denc[9]
         dec_out = []
         for dec, skip in zip(self.fusion_decoder, (denc[7], denc[5], denc[3], denc[1], None), strict=True):
-            x = dec(x)
-            dec_out.append(x)
-            if skip is not None:
-                x = x + skip if features else x.add_(skip)  # features: dec_out keeps the decoder output
+            if features:  # dec_out keeps the decoder output
+                x = dec(x)
+                dec_out.append(x)
+                x = x if skip is None else x + skip
+            else:
+                x = dec.run((x,), post=skip)
         d_out = self.depth_head(x)
         d_depth, d_conf = d_out[:, 0:1], d_out[:, 1:2]
         w = torch.softmax(torch.cat((rgb_conf, d_conf), 1), dim=1)
