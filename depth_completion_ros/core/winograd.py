@@ -14,7 +14,7 @@ instead of 36 per 2×2 tile).  Per block of tile rows:
 `WinogradConv3x3.from_transposed` runs a 5×5, stride-2 transposed convolution (2× upsampling) as the 3×3
 convolution of its four sub-pixel phases.  The transforms use the interpolation points 0, ±1, ±2, ∞
 (`winograd_matrices`); in float32 the result differs from a direct convolution by rounding only (a few 1e-5 of the
-output's scale per convolution; ENet prepared with it stays within 3.2e-4 m of the authors' depth, measured by
+output's scale per convolution; ENet prepared with it stays within 3.7e-4 m of the authors' depth, measured by
 `benchmarks/verify_upstream_penet.py`).  Activations are NHWC (channels_last); the input may come in parts that are
 concatenated along the channels (never materialized).  Built for `published.penet`; any 3×3 stride-1 convolution
 whose input, bias and residual are float32 CPU tensors (batch 1) can use it.

@@ -39,8 +39,10 @@ Preprocessing as in training, and what happens elsewhere:
 
 Measured against the authors' code at equal (seeded random) weights on the shared KITTI frame (1216×352, float32
 CPU): max |Δdepth| ENet 0 m, PENet 2.7e-5 m; after `prepare_for_inference` (what the completer runs: folded
-batch norms, oneDNN, Winograd) 3.2e-4 / 2.6e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1–2): ENet
-638–699 ms vs 1215–1319 ms (0.51–0.54×: nearly all convolution), PENet 1.05–1.13 s vs 2.66–2.82 s (0.39–0.41×).
+batch norms, oneDNN, Winograd) 3.7e-4 / 4.8e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1.3–1.9): ENet
+636–742 ms vs 1219–1383 ms (0.52–0.54×), PENet 1.06–1.20 s vs 2.72–2.92 s (0.39–0.41×).  ENet is nearly all
+convolution: with Winograd, about 100 GMAC of products remain, which at this CPU's measured ~230 GMAC/s take some
+450 ms before the transforms' memory traffic (about 130 ms), which leaves it just above its 0.5× target here.
 
 Defects of the authors' code, and what we do instead:
 * Guidance normalization divides by Σ|w| with no floor (NaN where all raw weights are 0): we use
@@ -632,11 +634,13 @@ def prepare_for_inference(
     3×3 convolutions of at most `winograd_channels` outputs and the decoder's upsampling as Winograd
     (`_ConvBN.use_winograd`; 0: none); in place.  The completer applies it with the defaults (`Architecture.prepare`).
 
-    Outputs change by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`: 3e-4 m).
+    Outputs change by float32 rounding only (measured in `benchmarks/verify_upstream_penet.py`: 3.7e-4 m ENet,
+    4.8e-4 m PENet).
     channels_last is off by default: it measured no faster (the Winograd layers read and write NHWC either way;
     the propagation needs NCHW planes).  The prepacked and Winograd weights are made on the first call per input
-    layout / width and kept beside the dense ones (ENet at 1216×352, process RSS: 1.0 GB as built, 1.9 GB prepared
-    without Winograd, 2.2 GB with `winograd_channels=512`, 2.4 GB with the default); call again after moving the
+    layout / width and kept beside the dense ones (ENet at 1216×352, process RSS after 3 frames with
+    `core.allocator` configured: 1.6 GB as built, 2.4 GB prepared without Winograd, 3.0 GB with
+    `winograd_channels=512`, 3.3 GB with the default); call again after moving the
     model to another device.
     """
     model.eval()
