@@ -49,7 +49,7 @@ exactly the same sums, about 4× fewer operations.  On the CPU in float32 every 
 with its weight prepacked once (`PackedConv`); elsewhere `conv2d` (the 1/32-scale maps as unfold + GEMM).  With
 autograd (training) the plain formulation runs.  `channels_last` parameters
 (``net.to(memory_format=torch.channels_last)``) are followed by the inputs.  Measured by
-`benchmarks/verify_upstream_cspn.py --bench` (1 thread, 228×304): 513–527 ms per frame against 1183–1219 ms for the
+`benchmarks/verify_upstream_cspn.py --bench` (1 thread, 228×304): 513–550 ms per frame against 1183–1234 ms for the
 authors' model at equal output (max |Δ| ≤ 2.4e-4 m).
 """
 
