@@ -343,8 +343,16 @@ def _inplace(
 
 
 def match_torch_threads() -> None:
-    """Numba's parallel loops use as many threads as torch (the node runs torch on 1 thread by default)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Numba's parallel loops use as many threads as torch (the node runs torch on 1 thread by default).
+
+    Numba and torch share one OpenMP runtime: starting numba's thread pool (on the first call) sets OpenMP's thread
+    count to all cores, which torch then used too, whatever `torch.set_num_threads` (the node's `num_threads`) had
+    asked for.  Torch's count is put back.
+    """
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _numba_cpu(

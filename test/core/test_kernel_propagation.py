@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +214,19 @@ def test_normalized_scatter_to_gather(k):
     torch.testing.assert_close(fast.double(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(normalized_scatter_to_gather(raw.double(), k), expected)
     assert fast[0, k * k // 2, 0, 0] == 1.0
+
+
+def test_numba_keeps_torch_thread_count():
+    """Starting numba's thread pool must not change torch's thread count (the node's `num_threads`); a fresh
+    interpreter, since the pool starts once per process."""
+    code = (
+        "import torch, numba\n"
+        "torch.set_num_threads(1)\n"
+        "from depth_completion_ros.core.kernel_propagation import match_torch_threads\n"
+        "match_torch_threads()\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["1", "1"]
