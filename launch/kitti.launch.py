@@ -1,21 +1,21 @@
 """Replay a KITTI bag through depth_completion_node and show the result in rviz2.
 
     ros2 launch depth_completion_ros kitti.launch.py bag:=/path/to/kitti_bag rate:=1.0 loop:=false \
-        player:=auto namespace:='' method:=default checkpoint:='' device:=auto rviz:=false
+        player:=auto namespace:='' method:=default checkpoint:='' device:=auto num_threads:=1 rviz:=false
 
 Starts a bag player when bag:= is given (topics /kitti/camera/image_raw, /kitti/camera/camera_info,
 /kitti/velo/points, /tf_static): `ros2 bag play` (player:=ros2bag), this package's `bag_player`
 (player:=builtin), or the first of them that is installed (player:=auto); it starts once the node is ready, so
 no frame is lost to start-up. When the player ends or dies, the launch says so and shuts down.
 depth_completion_node runs in `namespace` (its outputs `depth`, `camera_info`,
-... are relative, image_pipeline style) with config/kitti.yaml (+ the method/checkpoint/device overrides),
+... are relative, image_pipeline style) with config/kitti.yaml (+ the method/checkpoint/device/num_threads overrides),
 remapped to the KITTI topics. rviz2 with config/kitti.rviz when rviz:=true (RGB, sparse depth, dense depth,
 confidence and the dense cloud, remapped into the namespace); skipped with a warning where rviz2 is not installed.
 
 Pip-only environment (no launch / ros2 bag): the same processes, same config, in two shells under the same
 environment (`depth_completion_ros.ros.process_env.ros_process_env()` gives a lossless local one):
     .venv/bin/python -m depth_completion_ros.ros.depth_completion_node --ros-args \
-        --params-file config/kitti.yaml -p method:=default -p device:=auto \
+        --params-file config/kitti.yaml -p method:=default -p device:=auto -p num_threads:=1 \
         -r rgb/image:=/kitti/camera/image_raw -r rgb/camera_info:=/kitti/camera/camera_info \
         -r lidar/points:=/kitti/velo/points
     .venv/bin/python -m depth_completion_ros.ros.bag_player BAG   # rate / loop options: see its --help
@@ -140,6 +140,11 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
             DeclareLaunchArgument(
+                "num_threads",
+                default_value="1",
+                description="Torch CPU threads (0 = one per core; published models on the CPU want them all)",
+            ),
+            DeclareLaunchArgument(
                 "rviz", default_value="false", description="Start rviz2 (true/false; skipped when not installed)"
             ),
             Node(
@@ -154,6 +159,7 @@ def generate_launch_description() -> LaunchDescription:
                         "method": ParameterValue(LaunchConfiguration("method"), value_type=str),
                         "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
                         "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                        "num_threads": ParameterValue(LaunchConfiguration("num_threads"), value_type=int),
                     },
                 ],
                 remappings=list(KITTI_TOPICS.items()),

@@ -3,7 +3,8 @@
     ros2 launch depth_completion_ros tof.launch.py \
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
         depth:=/camera/aligned_depth_to_color/image_raw \
-        depth_camera_info:=/camera/aligned_depth_to_color/camera_info method:=default device:=auto namespace:=''
+        depth_camera_info:=/camera/aligned_depth_to_color/camera_info method:=default device:=auto num_threads:=1 \
+        namespace:=''
 
 The node runs in `namespace` (outputs `depth`, `confidence`, `camera_info`, ... relative to it, image_pipeline
 style), so one instance per camera runs side by side, e.g. for two RealSense cameras:
@@ -70,6 +71,11 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda"),
         DeclareLaunchArgument(
+            "num_threads",
+            default_value="1",
+            description="Torch CPU threads (0 = one per core; published models on the CPU want them all)",
+        ),
+        DeclareLaunchArgument(
             "namespace", default_value="", description="Namespace of the node and its outputs ('' = root)"
         ),
     ]
@@ -85,6 +91,7 @@ def generate_launch_description() -> LaunchDescription:
                 "method": ParameterValue(LaunchConfiguration("method"), value_type=str),
                 "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "num_threads": ParameterValue(LaunchConfiguration("num_threads"), value_type=int),
             },
         ],
         remappings=[(name, LaunchConfiguration(arg)) for arg, (name, _) in TOPIC_ARGS.items()],

@@ -78,7 +78,7 @@ def plan(name: str, values: dict[str, str]) -> list[tuple[str, list[str]]]:
         remaps = {node_input: values[arg] for arg, (node_input, _) in _constant(tree, "TOPIC_ARGS").items()}
     node = [sys.executable, "-m", "depth_completion_ros.ros.depth_completion_node", "--ros-args"]
     node += ["--params-file", str(package_share_path(CONFIG[name]))]
-    for key in ("method", "checkpoint", "device"):
+    for key in ("method", "checkpoint", "device", "num_threads"):
         node += ["-p", f"{key}:={values[key]}" if values[key] else f"{key}:=''"]
     for src, dst in remaps.items():
         node += ["-r", f"{src}:={dst}"]

@@ -16,7 +16,18 @@ LAUNCH = REPO / "launch"
 CONFIG = REPO / "config"
 
 EXPECTED_ARGS = {
-    "kitti.launch.py": {"bag", "rate", "loop", "player", "namespace", "method", "checkpoint", "device", "rviz"},
+    "kitti.launch.py": {
+        "bag",
+        "rate",
+        "loop",
+        "player",
+        "namespace",
+        "method",
+        "checkpoint",
+        "device",
+        "num_threads",
+        "rviz",
+    },
     "tof.launch.py": {
         "image",
         "camera_info",
@@ -25,6 +36,7 @@ EXPECTED_ARGS = {
         "method",
         "checkpoint",
         "device",
+        "num_threads",
         "namespace",
     },
 }

@@ -39,10 +39,11 @@ def test_kitti_plan_matches_launch_file() -> None:
             "method",
             "checkpoint",
             "device",
+            "num_threads",
             "rviz",
         }
     )
-    assert values["rate"] == "1.0" and values["method"] == "default"
+    assert values["rate"] == "1.0" and values["method"] == "default" and values["num_threads"] == "1"
     assert values["rviz"] == "false" and values["player"] == "auto" and values["namespace"] == ""
     values.update(
         bag="/data/kitti_bag", loop="true", player="builtin", method="cspn", checkpoint="/m.safetensors", namespace=""
@@ -52,9 +53,11 @@ def test_kitti_plan_matches_launch_file() -> None:
     assert node[1:3] == ["-m", "depth_completion_ros.ros.depth_completion_node"]
     assert node[node.index("--params-file") + 1].endswith("config/kitti.yaml")
     assert "method:=cspn" in node and "checkpoint:=/m.safetensors" in node
-    values.update(method="cspn-nyu", checkpoint="/w/cspn_nyu.safetensors", device="cuda")
+    assert "num_threads:=1" in node
+    values.update(method="cspn-nyu", checkpoint="/w/cspn_nyu.safetensors", device="cuda", num_threads="0")
     node = dict(plan("kitti", values))["depth_completion_node"]
     assert "method:=cspn-nyu" in node and "checkpoint:=/w/cspn_nyu.safetensors" in node and "device:=cuda" in node
+    assert "num_threads:=0" in node
     remaps = {node[i + 1] for i, a in enumerate(node) if a == "-r"}
     assert remaps == {
         "rgb/image:=/kitti/camera/image_raw",
