@@ -53,6 +53,7 @@ def _shifted_sum(products: np.ndarray, bias: np.ndarray, relu: bool, out: np.nda
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the shifted sum before the first frame."""
+    match_torch_threads()  # starts numba's pool without changing torch's thread count
     _shifted_sum(np.zeros((1, 1, 9), np.float32), np.zeros(1, np.float32), False, np.zeros((1, 1, 1), np.float32))
 
 

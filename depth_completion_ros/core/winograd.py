@@ -36,7 +36,13 @@ from .kernel_propagation import match_torch_threads
 __all__ = ["TILE", "WinogradConv3x3", "available", "warm_up", "winograd_matrices"]
 
 TILE = 4  # default output tile side, pixels
-_BLOCK_TILES = 608  # tiles per oneDNN call: V and M of a block stay in the caches (measured best of 152 / 608 / all)
+# Tile rows per block (one oneDNN call).  Transformed weights U of at most _SMALL_WEIGHTS bytes are cheap to read
+# again for every block: then blocks of max(2, threads) tile rows keep V and M close to the cores (measured at
+# 1216x352, 2 threads: 67 -> 64 channels 14.2-15.3 ms against 15.8-16.4 with 4 rows, 131 -> 128 channels 9.6-10.2
+# against 11.1-11.5 with 8 rows).  Larger U (the deep layers) is read once for up to _BLOCK_TILES tiles (at KITTI
+# size all of them, which measured best there).
+_SMALL_WEIGHTS = 4 << 20
+_BLOCK_TILES = 608
 
 
 def winograd_matrices(points: tuple[Fraction | int, ...] = (0, 1, -1, 2, -2)) -> tuple[np.ndarray, ...]:
@@ -275,6 +281,7 @@ def _write_tile(
 def warm_up() -> None:
     """Compile (or load from numba's cache) the transforms for inputs of one and two parts, so that the first
     frame does not pay for it (seconds in a fresh install)."""
+    match_torch_threads()  # starts numba's pool without changing torch's thread count
     for m in (4, 2):
         n, bt = (m + 2) ** 2, _MATRICES[m]["bt"]
         for count in (1, 2):
@@ -402,7 +409,11 @@ class WinogradConv3x3:
             if t is not None and tuple(t.shape) != (1, n_out, scale * H, scale * W):
                 raise ValueError(f"{name}: expected (1, {n_out}, {scale * H}, {scale * W}), got {tuple(t.shape)}")
         th, tw = -(-H // m), -(-W // m)
-        rows = max(1, min(th, _BLOCK_TILES // tw))
+        match_torch_threads()
+        if n * n_in * scale * scale * n_out * 4 <= _SMALL_WEIGHTS:
+            rows = min(th, max(2, numba.get_num_threads()))
+        else:
+            rows = max(1, min(th, _BLOCK_TILES // tw))
         block = rows * tw
         w = self._weights(block)
         nhwc = tuple(p[0].permute(1, 2, 0).contiguous().numpy() for p in parts)  # (H, W, Ci) views when channels_last
@@ -420,7 +431,6 @@ class WinogradConv3x3:
         v = torch.empty(1, 1, block, n * n_in).permute(0, 3, 1, 2)  # logical (1, αα·C, 1, block), NHWC memory
         v_np = v[0, :, 0].permute(1, 0).numpy().reshape(block, n, n_in)
         ops, mats = torch.ops.mkldnn, _MATRICES[m]
-        match_torch_threads()
         for ty0 in range(0, th, rows):
             k = min(rows, th - ty0)
             _input_transform(nhwc, ty0, k, mats["bt"], self._work(rows, m * tw + 2, n_in), v_np)

@@ -216,16 +216,19 @@ def test_normalized_scatter_to_gather(k):
     assert fast[0, k * k // 2, 0, 0] == 1.0
 
 
-def test_numba_keeps_torch_thread_count():
+@pytest.mark.parametrize(
+    "start",
+    [
+        "from depth_completion_ros.core.kernel_propagation import match_torch_threads as start",
+        "from depth_completion_ros.core.winograd import warm_up as start",  # what preparing a published net runs
+        "from depth_completion_ros.core.narrow_conv import warm_up as start",
+    ],
+)
+def test_numba_keeps_torch_thread_count(start):
     """Starting numba's thread pool must not change torch's thread count (the node's `num_threads`); a fresh
     interpreter, since the pool starts once per process."""
-    code = (
-        "import torch, numba\n"
-        "torch.set_num_threads(1)\n"
-        "from depth_completion_ros.core.kernel_propagation import match_torch_threads\n"
-        "match_torch_threads()\n"
-        "print(torch.get_num_threads(), numba.get_num_threads())\n"
-    )
+    code = f"import torch, numba\ntorch.set_num_threads(1)\n{start}\nstart()\n"
+    code += "print(torch.get_num_threads(), numba.get_num_threads())\n"
     env = {**os.environ, "NUMBA_NUM_THREADS": "4", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("OMP_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
