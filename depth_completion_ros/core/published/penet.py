@@ -40,7 +40,7 @@ Preprocessing as in training, and what happens elsewhere:
 Measured against the authors' code at equal (seeded random) weights on the shared KITTI frame (1216×352, float32
 CPU): max |Δdepth| ENet 0 m, PENet 2.7e-5 m; after `prepare_for_inference` (what the completer runs: folded
 batch norms, oneDNN, Winograd) 3.7e-4 / 4.8e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1.3–1.9): ENet
-636–742 ms vs 1219–1383 ms (0.52–0.54×), PENet 1.06–1.20 s vs 2.72–2.92 s (0.39–0.41×).  ENet is nearly all
+636–742 ms vs 1219–1383 ms (0.52–0.54×; 0.518–0.521× in the last 3 runs), PENet 1.06–1.20 s vs 2.72–2.92 s (0.39–0.41×).  ENet is nearly all
 convolution: with Winograd, about 100 GMAC of products remain, which at this CPU's measured ~230 GMAC/s take some
 450 ms before the transforms' memory traffic (about 130 ms), which leaves it just above its 0.5× target here.
 
@@ -639,8 +639,8 @@ def prepare_for_inference(
     channels_last is off by default: it measured no faster (the Winograd layers read and write NHWC either way;
     the propagation needs NCHW planes).  The prepacked and Winograd weights are made on the first call per input
     layout / width and kept beside the dense ones (ENet at 1216×352, process RSS after 3 frames with
-    `core.allocator` configured: 1.6 GB as built, 2.4 GB prepared without Winograd, 3.0 GB with
-    `winograd_channels=512`, 3.3 GB with the default); call again after moving the
+    `core.allocator` configured: 1.6 GB as built, 2.4 GB prepared without Winograd, 2.9–3.0 GB with
+    `winograd_channels=512`, 3.1–3.3 GB with the default); call again after moving the
     model to another device.
     """
     model.eval()
