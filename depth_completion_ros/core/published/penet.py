@@ -39,10 +39,11 @@ Preprocessing as in training, and what happens elsewhere:
 
 Measured against the authors' code at equal (seeded random) weights on the shared KITTI frame (1216×352, float32
 CPU): max |Δdepth| ENet 0 m, PENet 2.7e-5 m; after `prepare_for_inference` (what the completer runs: folded
-batch norms, oneDNN, Winograd) 3.7e-4 / 4.8e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1.3–1.9): ENet
-636–742 ms vs 1219–1383 ms (0.52–0.54×; 0.518–0.521× in the last 3 runs), PENet 1.06–1.20 s vs 2.72–2.92 s (0.39–0.41×).  ENet is nearly all
-convolution: with Winograd, about 100 GMAC of products remain, which at this CPU's measured ~230 GMAC/s take some
-450 ms before the transforms' memory traffic (about 130 ms), which leaves it just above its 0.5× target here.
+batch norms, oneDNN, Winograd) 3.7e-4 / 4.8e-4 m.  Per frame on a 2-core AVX-512 CPU (2 threads, load 1.3–2.0):
+ENet 636–742 ms vs 1219–1383 ms (0.52–0.54×; 0.518–0.521× in the last 3 runs), PENet 1.06–1.20 s vs 2.72–2.92 s
+(0.39–0.41×).  ENet is nearly all convolution: with Winograd, about 100 GMAC of products remain, which at this CPU's
+measured ~230 GMAC/s take some 450 ms before the transforms' memory traffic (about 130 ms), which leaves it just
+above its 0.5× target here.
 
 Defects of the authors' code, and what we do instead:
 * Guidance normalization divides by Σ|w| with no floor (NaN where all raw weights are 0): we use
