@@ -333,6 +333,8 @@ def test_every_frame_is_accounted_for(start_node, ros_peer, msgs):
     from depth_completion_ros.msg import NodeStats
     from sensor_msgs.msg import Image
 
+    from depth_completion_ros.ros import compat
+
     node = start_node("depth_completion_node", params=_params(input_timeout_s=1.0, queue_size=5))
     node.wait_for_log(r"ready:", timeout=60)
     depth = ros_peer.collector(Image, "/depth")
@@ -363,7 +365,10 @@ def test_every_frame_is_accounted_for(start_node, ros_peer, msgs):
     node.wait_for_log(r"no output for \d+ s: of \d+ RGB images, 0 processed.* unmatched \(no partners within slop")
     s = settled(20)
     assert s.frames_unmatched >= 15 and s.frames_processed == 0 and balance(s) == 20
-    assert s.inputs_unmatched >= 30
+    if compat.message_filters is None:  # ours counts every input's unmatched messages (images, infos, clouds)
+        assert s.inputs_unmatched >= 30
+    else:  # upstream message_filters keeps no counts: the node reports its unmatched images
+        assert s.inputs_unmatched == s.frames_unmatched
 
     assert all(r.successful for r in _set_parameters(ros_peer, "depth_completion_node", debug_delay_ms=300))
     t += 10 * S
