@@ -43,7 +43,7 @@ def _parameters(peer) -> dict:
 def _dump(peer, env: dict[str, str], real: bool) -> str:
     if real:
         run = subprocess.run(
-            ["ros2", "param", "dump", FQN, "--no-daemon"],
+            ["ros2", "param", "dump", FQN, "--no-daemon", "--spin-time", "5"],  # discovery on a busy machine
             env=env,
             capture_output=True,
             text=True,
