@@ -27,22 +27,7 @@ def _declared(name: str) -> set[str]:
 
 def test_kitti_plan_matches_launch_file() -> None:
     values = launch_file_defaults("kitti")
-    assert (
-        set(values)
-        == _declared("kitti")
-        == {
-            "bag",
-            "rate",
-            "loop",
-            "player",
-            "namespace",
-            "method",
-            "checkpoint",
-            "device",
-            "num_threads",
-            "rviz",
-        }
-    )
+    assert set(values) == _declared("kitti")  # the exact set is pinned in test/launch/test_launch_files.py
     assert values["rate"] == "1.0" and values["method"] == "default" and values["num_threads"] == "1"
     assert values["rviz"] == "false" and values["player"] == "auto" and values["namespace"] == ""
     values.update(
