@@ -641,8 +641,7 @@ def prepare_for_inference(
     the propagation needs NCHW planes).  The prepacked and Winograd weights are made on the first call per input
     layout / width and kept beside the dense ones (ENet at 1216×352, process RSS after 3 frames with
     `core.allocator` configured: 1.6 GB as built, 2.4 GB prepared without Winograd, 2.9–3.0 GB with
-    `winograd_channels=512`, 3.1–3.3 GB with the default); call again after moving the
-    model to another device.
+    `winograd_channels=512`, 3.1–3.3 GB with the default); call again after moving the model to another device.
     """
     model.eval()
     if channels_last:  # before the prepacked and Winograd weights are made from the dense ones
