@@ -208,9 +208,9 @@ class _ConvBN(nn.Module):
         """relu?(conv(cat(parts, 1)) + other) + post; `relu` defaults to the layer's own."""
         relu = self.relu if relu is None else relu
         x = parts[0]
+        if (wino := self._winograd_for(x)) is not None:
+            return wino(parts, other, relu, post=post)  # the additions fused
         if self._fast(x):
-            if self._winograd and x.shape[0] == 1:
-                return self._winograd[0](parts, other, relu, post=post)  # the additions fused
             if self._narrow and x.shape[0] == 1 and len(parts) == 1 and other is None and post is None:
                 return self._narrow[0](x, relu)
             y = self._run_mkldnn(parts, other, relu)
@@ -238,14 +238,16 @@ class _ConvBN(nn.Module):
     ) -> Tensor | None:
         """cat((run(parts, other, relu), append), 1) as one NHWC tensor where the Winograd path writes it without a
         concatenation pass (`WinogradConv3x3.__call__`'s `append`); None elsewhere."""
-        x = parts[0]
-        if self._winograd and self._fast(x) and x.shape[0] == 1:
-            return self._winograd[0](parts, other, relu, append)
-        return None
+        wino = self._winograd_for(parts[0])
+        return None if wino is None else wino(parts, other, relu, append)
 
     def _fast(self, x: Tensor) -> bool:
         """On the oneDNN path (prepared, float32 CPU inference)."""
         return self._mkldnn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+
+    def _winograd_for(self, x: Tensor) -> winograd.WinogradConv3x3 | None:
+        """The Winograd kernel where this input can use it (oneDNN path, batch 1), else None."""
+        return self._winograd[0] if self._winograd and x.shape[0] == 1 and self._fast(x) else None
 
     def _run_mkldnn(self, parts: tuple[Tensor, ...], other: Tensor | None, relu: bool) -> Tensor:
         ops, conv = onednn_ops(), self.conv
